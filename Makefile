@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - build a venv, install rkfarm, run the demo on a real model
+#   make test   - build a venv, install rkfarm + dev tools, run ruff, mypy and pytest
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rkfarm-installed
+# Real models for the demo and tests ship inside this PyPI package (installed without its heavy deps).
+MODELS_PKG := rapidocr-onnxruntime==1.4.4
+
+.PHONY: demo test lint typecheck unit bench proto clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODELS_PKG)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m rkfarm.demo
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check proto agent host tests benchmarks tools
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulator_overhead.py
+
+proto: $(STAMP)
+	$(BIN)/python tools/gen_proto.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""Execution backends, one module each, in a plain registry keyed by name."""
+
+from __future__ import annotations
+
+from rkfarm_agent.backends.base import Backend, LoadedModel, LoadOptions, MemoryReport
+from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
+from rkfarm_agent.errors import NoBackendError
+from rkfarm_proto.v1 import package_pb2
+
+BACKENDS: dict[str, type[Backend]] = {
+    OnnxRuntimeBackend.name: OnnxRuntimeBackend,
+}
+
+
+def available_backends() -> list[str]:
+    """Names of the backends this machine can use."""
+    return [name for name, cls in BACKENDS.items() if cls.available()]
+
+
+def backend_for(payload_kind: int) -> Backend:
+    """An instance of the first available backend that runs ``payload_kind``."""
+    for cls in BACKENDS.values():
+        if payload_kind in cls.payload_kinds and cls.available():
+            return cls()
+    kind = package_pb2.PayloadKind.Name(payload_kind).removeprefix("PAYLOAD_KIND_").lower()
+    if payload_kind == package_pb2.PAYLOAD_KIND_RKNN:
+        raise NoBackendError(
+            "this is a vendor .rknn model: it needs the rknnrt backend (librknnrt.so on a Rockchip board); "
+            "this machine does not have it"
+        )
+    raise NoBackendError(f"no backend here runs {kind} payloads (available: {', '.join(available_backends())})")
+
+
+__all__ = ["BACKENDS", "Backend", "LoadOptions", "LoadedModel", "MemoryReport", "available_backends", "backend_for"]

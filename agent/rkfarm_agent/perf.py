@@ -1,0 +1,33 @@
+"""Timing loops shared by the agent's EvalPerf and the host simulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from rkfarm_agent.backends.base import Array, LoadedModel
+from rkfarm_proto.tensors import to_numpy_dtype
+from rkfarm_proto.v1 import package_pb2
+
+
+def time_runs(model: LoadedModel, feeds: Sequence[Array], runs: int, warmup: int) -> list[float]:
+    """Wall time of each of ``runs`` inferences after ``warmup`` untimed ones, in microseconds."""
+    for _ in range(warmup):
+        model.run(feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        model.run(feeds)
+        times.append((time.perf_counter_ns() - start) / 1000.0)
+    return times
+
+
+def dummy_feeds(header: package_pb2.PackageHeader) -> list[Array]:
+    """Prepared zero inputs of each payload input's shape (dynamic dims taken as 1), for timing."""
+    feeds: list[Array] = []
+    for spec in header.inputs:
+        shape = [d if d > 0 else 1 for d in spec.tensor.shape]
+        feeds.append(np.zeros(shape, dtype=to_numpy_dtype(spec.tensor.dtype)))
+    return feeds

@@ -1,0 +1,382 @@
+"""``RKNN``: the RKNN-Toolkit2 2.x API, method for method, on rkfarm's open implementation.
+
+A script written for the vendor toolkit runs after changing ``from rknn.api import RKNN`` to
+``from rkfarm import RKNN``. Methods return the vendor's codes (0 ok, -1 fail; ``inference`` returns a list of
+arrays or None) and log the reason of a failure on the ``rkfarm`` logger. ``RKNN(raise_errors=True)`` (or the
+environment variable ``RKFARM_RAISE_ERRORS=1``) raises rkfarm's exceptions instead; ``last_error`` always holds
+the most recent one.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from rkfarm import __version__, _log
+from rkfarm.config import RknnConfig
+from rkfarm.errors import NotSupportedError, RkfarmError, StateError
+from rkfarm.frontends import LoadedGraph
+from rkfarm.perf import PerfReport, format_memory, memory_dict
+from rkfarm.runtime import Array, Runtime
+from rkfarm_agent.backends.base import LoadOptions
+from rkfarm_proto.errors import ForeignFormatError
+from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, vendor_rknn_version, write_package
+from rkfarm_proto.v1 import package_pb2
+
+log = logging.getLogger("rkfarm")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _vendor_api(failure: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn rkfarm exceptions into the vendor's failure value and a logged message (unless raising)."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            self = args[0]
+            assert isinstance(self, RKNN)
+            try:
+                result = fn(*args, **kwargs)
+            except RkfarmError as exc:
+                self.last_error = exc
+                if self._raise_errors:
+                    raise
+                log.error("%s: %s", fn.__name__, exc)
+                return failure  # type: ignore[no-any-return]
+            except Exception as exc:  # a bug or an unexpected library failure: keep the vendor contract
+                self.last_error = exc
+                if self._raise_errors:
+                    raise
+                log.exception("%s failed unexpectedly: %s", fn.__name__, exc)
+                return failure  # type: ignore[no-any-return]
+            self.last_error = None
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+class RKNN:
+    """Rockchip-NPU model toolkit, API-compatible with ``rknn.api.RKNN`` (RKNN-Toolkit2 2.x)."""
+
+    NPU_CORE_AUTO = 0x0
+    NPU_CORE_0 = 0x1
+    NPU_CORE_1 = 0x2
+    NPU_CORE_2 = 0x4
+    NPU_CORE_0_1 = 0x3
+    NPU_CORE_0_1_2 = 0x7
+    NPU_CORE_ALL = 0xFFFF
+    _CORE_MASKS = frozenset({0x0, 0x1, 0x2, 0x4, 0x3, 0x7, 0xFFFF})
+
+    def __init__(
+        self, verbose: bool | str = False, verbose_file: str | None = None, *, raise_errors: bool | None = None
+    ) -> None:
+        if raise_errors is None:
+            raise_errors = os.environ.get("RKFARM_RAISE_ERRORS", "").lower() in ("1", "true", "yes")
+        self._raise_errors = raise_errors
+        self.last_error: BaseException | None = None
+        _log.configure(verbose, verbose_file)
+        self._config = RknnConfig()
+        self._loaded: LoadedGraph | None = None
+        self._package: ModelPackage | None = None
+        self._runtime: Runtime | None = None
+        self._perf_debug = False
+
+    # -- context manager -------------------------------------------------------------------------------
+    def __enter__(self) -> RKNN:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- configuration and loading ---------------------------------------------------------------------
+    @_vendor_api(-1)
+    def config(self, **kwargs: Any) -> int:
+        """Set build options; parameters and defaults are the vendor's (see ``RknnConfig``)."""
+        self._config = RknnConfig.from_kwargs(self._config, **kwargs)
+        return 0
+
+    @_vendor_api(-1)
+    def load_onnx(
+        self,
+        model: str | os.PathLike[str],
+        inputs: Sequence[str] | None = None,
+        input_size_list: Sequence[Sequence[int]] | None = None,
+        input_initial_val: Sequence[npt.ArrayLike | None] | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> int:
+        """Load an ONNX model, optionally cut at ``inputs``/``outputs`` and with dims fixed."""
+        from rkfarm.frontends.onnx import load_onnx
+
+        self._set_loaded(load_onnx(model, inputs, input_size_list, input_initial_val, outputs))
+        return 0
+
+    @_vendor_api(-1)
+    def load_pytorch(self, model: str | os.PathLike[str], input_size_list: Sequence[Sequence[int]]) -> int:
+        """Load a TorchScript model (needs torch), exported to ONNX with torch's exporter."""
+        from rkfarm.frontends.others import load_pytorch
+
+        self._set_loaded(load_pytorch(model, input_size_list))
+        return 0
+
+    @_vendor_api(-1)
+    def load_tflite(self, model: str, input_is_nchw: bool = False) -> int:
+        from rkfarm.frontends.others import not_supported
+
+        raise not_supported("tflite")
+
+    @_vendor_api(-1)
+    def load_tensorflow(
+        self,
+        tf_pb: str,
+        inputs: Sequence[str],
+        input_size_list: Sequence[Sequence[int]],
+        outputs: Sequence[str],
+        input_is_nchw: bool = False,
+    ) -> int:
+        from rkfarm.frontends.others import not_supported
+
+        raise not_supported("tensorflow")
+
+    @_vendor_api(-1)
+    def load_caffe(self, model: str, blobs: str | None = None, input_name: Sequence[str] | None = None) -> int:
+        from rkfarm.frontends.others import not_supported
+
+        raise not_supported("caffe")
+
+    @_vendor_api(-1)
+    def load_darknet(self, model: str, weight: str) -> int:
+        from rkfarm.frontends.others import not_supported
+
+        raise not_supported("darknet")
+
+    def _set_loaded(self, loaded: LoadedGraph) -> None:
+        self._close_runtime()
+        self._loaded = loaded
+        self._package = None
+
+    # -- build and export ------------------------------------------------------------------------------
+    @_vendor_api(-1)
+    def build(
+        self,
+        do_quantization: bool = True,
+        dataset: str | None = None,
+        rknn_batch_size: int | None = None,
+        auto_hybrid: bool = False,
+    ) -> int:
+        """Optimize the loaded model and make the package: float16 by default, int8 with a dataset."""
+        from rkfarm.build import build_package
+
+        if self._loaded is None:
+            raise StateError("build() needs a model: call load_onnx() (or another load_*) first")
+        if auto_hybrid:
+            raise NotSupportedError("build(auto_hybrid=True) is not available in this rkfarm build")
+        self._close_runtime()
+        self._package = build_package(self._loaded, self._config, do_quantization, dataset, rknn_batch_size)
+        return 0
+
+    @_vendor_api(-1)
+    def export_rknn(self, export_path: str | os.PathLike[str], **kwargs: Any) -> int:
+        """Write the built or loaded model package to ``export_path`` (atomically)."""
+        if kwargs.pop("cpp_gen_cfg", None):
+            log.warning("export_rknn: 'cpp_gen_cfg' is deprecated by the vendor and ignored by rkfarm")
+        if kwargs:
+            raise StateError(f"export_rknn: unknown parameter(s) {sorted(kwargs)}")
+        package = self._require_package("export_rknn()")
+        path = Path(export_path)
+        if path.suffix not in (FILE_EXTENSION, ".rknn"):
+            log.info("export_rknn: %s has no %s extension (the content is an rkfarm package)", path, FILE_EXTENSION)
+        write_package(path, package.header, package.payload)
+        log.info("exported %s (%d bytes of payload)", path, len(package.payload))
+        return 0
+
+    def export(self, export_path: str | os.PathLike[str], cpp_gen_cfg: bool = False) -> int:
+        """The older spelling of export_rknn()."""
+        return self.export_rknn(export_path, cpp_gen_cfg=cpp_gen_cfg)
+
+    @_vendor_api(-1)
+    def load_rknn(self, path: str | os.PathLike[str]) -> int:
+        """Load a package made by export_rknn() (a vendor .rknn is accepted for boards with librknnrt)."""
+        self._close_runtime()
+        try:
+            package = read_package(path)
+        except ForeignFormatError as exc:
+            if exc.kind != "rknn":
+                raise
+            package = self._wrap_vendor_rknn(Path(path))
+        self._package = package
+        self._loaded = None
+        return 0
+
+    @staticmethod
+    def _wrap_vendor_rknn(path: Path) -> ModelPackage:
+        data = path.read_bytes()
+        log.warning(
+            "%s is a vendor RKNN model (format v%s): it can run only on a board agent with librknnrt",
+            path,
+            vendor_rknn_version(data),
+        )
+        from rkfarm_proto.package import pack
+
+        header = package_pb2.PackageHeader(
+            producer="RKNN-Toolkit2 (vendor)",
+            source_model_name=path.name,
+            source_framework="rknn",
+            payload_kind=package_pb2.PAYLOAD_KIND_RKNN,
+        )
+        full, _ = pack(header, data)
+        return ModelPackage(header=full, payload=data)
+
+    def _require_package(self, what: str) -> ModelPackage:
+        if self._package is None:
+            raise StateError(f"{what} needs a model: call build() after load_onnx(), or load_rknn(), first")
+        return self._package
+
+    # -- runtime ---------------------------------------------------------------------------------------
+    @_vendor_api(-1)
+    def init_runtime(
+        self,
+        target: str | None = None,
+        device_id: str | None = None,
+        perf_debug: bool = False,
+        eval_mem: bool = False,
+        async_mode: bool = False,
+        core_mask: int = NPU_CORE_AUTO,
+        fallback_prior_device: str = "cpu",
+    ) -> int:
+        """Open the model on the simulator (``target=None``) or on a board agent."""
+        package = self._require_package("init_runtime()")
+        if core_mask not in self._CORE_MASKS:
+            raise StateError(f"core_mask {core_mask:#x} is not one of the RKNN.NPU_CORE_* values")
+        if async_mode:
+            raise NotSupportedError("async_mode is not supported: use the agent's streaming inference instead")
+        self._close_runtime()
+        options = LoadOptions(core_mask=core_mask, perf_debug=perf_debug, eval_mem=eval_mem)
+        if target is None:
+            if device_id is not None:
+                log.warning("init_runtime: device_id is ignored on the simulator (target=None)")
+            from rkfarm.runtime.simulator import SimulatorRuntime
+
+            self._runtime = SimulatorRuntime(package, package.payload, options)
+        else:
+            self._runtime = self._open_remote(package, target, device_id, options)
+        self._perf_debug = perf_debug
+        log.info("runtime ready: %s", self._runtime.where)
+        return 0
+
+    def _open_remote(self, package: ModelPackage, target: str, device_id: str | None, options: LoadOptions) -> Runtime:
+        raise NotSupportedError(f"target={target!r}: running on a board agent is not available in this build")
+
+    def _require_runtime(self, what: str) -> Runtime:
+        if self._runtime is None:
+            raise StateError(f"{what} needs a runtime: call init_runtime() first")
+        return self._runtime
+
+    @_vendor_api(None)
+    def inference(
+        self,
+        inputs: Sequence[npt.ArrayLike] | npt.NDArray[Any],
+        data_format: str | Sequence[str | None] | None = None,
+        inputs_pass_through: Sequence[int | bool] | None = None,
+        get_frame_id: bool = False,
+    ) -> list[Array] | None:
+        """Run once. Images are NHWC by default (``data_format='nchw'`` if not); mean/std are applied."""
+        runtime = self._require_runtime("inference()")
+        if get_frame_id:
+            raise NotSupportedError("get_frame_id is only meaningful in the vendor's camera async mode")
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        return runtime.inference(list(inputs), data_format, inputs_pass_through)
+
+    @_vendor_api(None)
+    def eval_perf(
+        self, is_print: bool = True, fix_freq: bool = True, *, runs: int = 50, warmup: int = 5
+    ) -> PerfReport | None:
+        """Time the model; per-layer table when init_runtime(perf_debug=True). Returns a PerfReport (a str)."""
+        runtime = self._require_runtime("eval_perf()")
+        if runs < 1 or warmup < 0:
+            raise StateError("eval_perf: runs must be >= 1 and warmup >= 0")
+        report = PerfReport(runtime.eval_perf(runs, warmup, self._perf_debug))
+        if is_print:
+            print(report)
+        return report
+
+    @_vendor_api(None)
+    def eval_memory(self, is_print: bool = True) -> dict[str, Any] | None:
+        """Memory of the opened model: weight, internal (activations), other, total; bytes."""
+        runtime = self._require_runtime("eval_memory()")
+        result = memory_dict(runtime.eval_memory(), runtime.where)
+        if is_print:
+            print(format_memory(result))
+        return result
+
+    @_vendor_api(([], []))
+    def list_devices(self) -> tuple[list[str], list[str]]:
+        """Agents on the network. Returns (agent ids, []) in the vendor's (adb, ntb) shape."""
+        raise NotSupportedError("list_devices() needs agent discovery, which is not available in this build")
+
+    def get_sdk_version(self) -> str:
+        """The API version, and the runtime's when init_runtime() has been called."""
+        lines = [f"API: rkfarm {__version__} (onnxruntime {ort.__version__})"]
+        if self._runtime is not None:
+            lines.append(self._runtime.versions())
+        return "\n".join(lines)
+
+    # -- vendor features outside rkfarm's scope --------------------------------------------------------
+    @_vendor_api(-1)
+    def reg_custom_op(self, custom_op: object) -> int:
+        raise NotSupportedError("custom ops are not supported: express the op with standard ONNX ops")
+
+    @_vendor_api(-1)
+    def optimize_onnx(
+        self,
+        model: str,
+        optimized_path: str | None = None,
+        passes_enable: Sequence[str] | None = None,
+        inputs_for_dump: Sequence[str] | None = None,
+    ) -> int:
+        raise NotSupportedError("optimize_onnx is not supported: build() applies rkfarm's graph passes")
+
+    @_vendor_api(-1)
+    def codegen(self, output_path: str, inputs: Sequence[str] | None = None, overwrite: bool = False) -> int:
+        raise NotSupportedError("codegen (C++ demo generation) is not supported")
+
+    # -- teardown --------------------------------------------------------------------------------------
+    def _close_runtime(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
+
+    def release(self) -> None:
+        """Free the runtime and the model."""
+        self._close_runtime()
+        self._loaded = None
+        self._package = None
+
+    @property
+    def package(self) -> ModelPackage | None:
+        """The built or loaded package (rkfarm extension)."""
+        return self._package
+
+
+def _config_signature() -> inspect.Signature:
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    defaults = RknnConfig()
+    for name in RknnConfig.parameter_names():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name)))
+    return inspect.Signature(params, return_annotation=int)
+
+
+RKNN.config.__signature__ = _config_signature()  # type: ignore[attr-defined]

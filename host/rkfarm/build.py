@@ -1,0 +1,152 @@
+"""build(): from a loaded graph and a config to a model package (header + ONNX payload)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import onnx
+
+from rkfarm import __version__, graph
+from rkfarm.config import RknnConfig
+from rkfarm.errors import BuildError, ConfigError, NotSupportedError
+from rkfarm.frontends import LoadedGraph
+from rkfarm_proto.package import ModelPackage, pack
+from rkfarm_proto.tensors import shape_str
+from rkfarm_proto.v1 import common_pb2, package_pb2
+
+log = logging.getLogger(__name__)
+
+# Hook for the quantizer: (float model, loaded graph, config, dataset, batch) -> (QDQ model, summary).
+Quantizer = Callable[
+    [onnx.ModelProto, LoadedGraph, RknnConfig, str], tuple[onnx.ModelProto, package_pb2.QuantizationSummary]
+]
+
+_ONNX_TO_WIRE: dict[int, common_pb2.DataType] = {
+    onnx.TensorProto.FLOAT: common_pb2.DATA_TYPE_FLOAT32,
+    onnx.TensorProto.FLOAT16: common_pb2.DATA_TYPE_FLOAT16,
+    onnx.TensorProto.DOUBLE: common_pb2.DATA_TYPE_FLOAT64,
+    onnx.TensorProto.INT8: common_pb2.DATA_TYPE_INT8,
+    onnx.TensorProto.UINT8: common_pb2.DATA_TYPE_UINT8,
+    onnx.TensorProto.INT16: common_pb2.DATA_TYPE_INT16,
+    onnx.TensorProto.UINT16: common_pb2.DATA_TYPE_UINT16,
+    onnx.TensorProto.INT32: common_pb2.DATA_TYPE_INT32,
+    onnx.TensorProto.UINT32: common_pb2.DATA_TYPE_UINT32,
+    onnx.TensorProto.INT64: common_pb2.DATA_TYPE_INT64,
+    onnx.TensorProto.UINT64: common_pb2.DATA_TYPE_UINT64,
+    onnx.TensorProto.BOOL: common_pb2.DATA_TYPE_BOOL,
+}
+
+
+def tensor_spec(value: onnx.ValueInfoProto) -> common_pb2.TensorSpec:
+    tt = value.type.tensor_type
+    try:
+        dtype = _ONNX_TO_WIRE[tt.elem_type]
+    except KeyError:
+        name = onnx.TensorProto.DataType.Name(tt.elem_type)
+        raise BuildError(f"tensor {value.name!r} has type {name}, which rkfarm cannot carry") from None
+    dims = graph.dims_of(value)
+    layout = common_pb2.LAYOUT_NCHW if len(dims) == 4 else common_pb2.LAYOUT_UNSPECIFIED
+    return common_pb2.TensorSpec(name=value.name, dtype=dtype, shape=dims, layout=layout)
+
+
+def input_specs(model: onnx.ModelProto, cfg: RknnConfig) -> list[package_pb2.InputSpec]:
+    """Input specs with the config's mean/std, checked against each input's channel count."""
+    ins = graph.real_inputs(model)
+    for what, rows in (("mean_values", cfg.mean_values), ("std_values", cfg.std_values)):
+        if rows is not None and len(rows) != len(ins):
+            raise ConfigError(
+                f"{what} has {len(rows)} entries but the model has {len(ins)} input(s) "
+                f"({', '.join(i.name for i in ins)}); give one list per input"
+            )
+    specs = []
+    for index, value in enumerate(ins):
+        tensor = tensor_spec(value)
+        dims = list(tensor.shape)
+        channels = dims[1] if tensor.layout == common_pb2.LAYOUT_NCHW else (dims[-1] if dims else 1)
+        spec = package_pb2.InputSpec(tensor=tensor, quant_img_rgb2bgr=cfg.rgb2bgr_for(index))
+        for what, rows, target in (
+            ("mean_values", cfg.mean_values, spec.mean_values),
+            ("std_values", cfg.std_values, spec.std_values),
+        ):
+            if rows is None:
+                continue
+            row = rows[index]
+            if len(row) not in (1, channels):
+                raise ConfigError(
+                    f"{what}[{index}] has {len(row)} values but input {value.name!r} "
+                    f"{shape_str(dims)} has {channels} channels"
+                )
+            if tensor.dtype not in (common_pb2.DATA_TYPE_FLOAT32, common_pb2.DATA_TYPE_FLOAT16):
+                raise ConfigError(f"{what} given for input {value.name!r}, which is not a float input")
+            target.extend(row)
+        specs.append(spec)
+    return specs
+
+
+def build_package(
+    loaded: LoadedGraph,
+    cfg: RknnConfig,
+    do_quantization: bool = True,
+    dataset: str | None = None,
+    rknn_batch_size: int | None = None,
+    quantizer: Quantizer | None = None,
+) -> ModelPackage:
+    """Run the graph passes and package the result. Quantization is delegated to ``quantizer``."""
+    started = time.perf_counter()
+    model = loaded.model
+    if rknn_batch_size is not None:
+        if not isinstance(rknn_batch_size, int) or rknn_batch_size < 1:
+            raise BuildError(f"rknn_batch_size must be a positive int, got {rknn_batch_size!r}")
+        if rknn_batch_size > 1:
+            model = graph.set_batch_size(model, rknn_batch_size)
+    specs = input_specs(model, cfg)  # validate mean/std before any long work
+    model = graph.simplify(model, cfg.optimization_level)
+    model = graph.infer_shapes(model)
+    summary = package_pb2.QuantizationSummary()
+    if do_quantization:
+        if not dataset:
+            raise BuildError(
+                "build(do_quantization=True) needs dataset='dataset.txt' (calibration samples); "
+                "use build(do_quantization=False) for a float model"
+            )
+        if quantizer is None:
+            raise NotSupportedError("int8 quantization is not available in this rkfarm build")
+        model, summary = quantizer(model, loaded, cfg, dataset)
+    elif cfg.quantize_weight:
+        raise NotSupportedError("quantize_weight is not available in this rkfarm build")
+    elif cfg.float_dtype == "float16":
+        model = graph.to_float16(model)
+    graph.name_nodes(model)
+    model = graph.infer_shapes(model)
+    header = package_pb2.PackageHeader(
+        producer=f"rkfarm {__version__}",
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_model_name=loaded.source_name,
+        source_model_sha256=loaded.source_sha256,
+        source_framework=loaded.framework,
+        inputs=specs,
+        outputs=[tensor_spec(o) for o in model.graph.output],
+        target_platform=cfg.target_platform or "",
+        float_dtype=cfg.float_dtype,
+        custom_string=cfg.custom_string or "",
+        quantization=summary,
+        payload_kind=package_pb2.PAYLOAD_KIND_ONNX,
+        weight_bytes=graph.weight_bytes(model),
+        activation_bytes=graph.activation_peak_bytes(model),
+        opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+        build_options=cfg.as_record(),
+    )
+    payload = model.SerializeToString()
+    full, _ = pack(header, payload)
+    log.info(
+        "built %s: %d nodes, %.1f KiB payload, %s, in %.2f s",
+        loaded.source_name,
+        len(model.graph.node),
+        len(payload) / 1024,
+        "int8" if summary.quantized else cfg.float_dtype,
+        time.perf_counter() - started,
+    )
+    return ModelPackage(header=full, payload=payload)

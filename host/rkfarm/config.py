@@ -1,0 +1,170 @@
+"""The options of ``RKNN.config()``: the vendor's parameters and defaults, declared once, validated here."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rkfarm.errors import ConfigError, NotSupportedError
+from rkfarm_proto.platforms import PLATFORMS, normalize_platform
+
+QUANTIZED_DTYPES = {"w8a8": "w8a8", "asymmetric_quantized-8": "w8a8"}
+QUANTIZED_ALGORITHMS = ("normal", "mmse", "kl_divergence")
+QUANTIZED_METHODS = ("channel", "layer")
+FLOAT_DTYPES = ("float16", "float32")
+MAX_CUSTOM_STRING = 1024
+
+# Vendor options that are valid but not implemented: the value that asks for them, and why not.
+_NOT_SUPPORTED: dict[str, tuple[object, str]] = {
+    "remove_weight": (True, "weight-less slave models are a vendor runtime feature with no ONNX equivalent"),
+    "compress_weight": (True, "weight compression is specific to the vendor's .rknn format"),
+    "sparse_infer": (True, "sparse inference needs the vendor NPU's sparse kernels"),
+    "enable_flash_attention": (True, "flash attention is a vendor NPU kernel"),
+    "remove_reshape": (True, "removing input/output Reshape is not implemented yet"),
+}
+
+
+@dataclass
+class RknnConfig:
+    """Every parameter of RKNN-Toolkit2 2.x ``config()``, with the vendor's defaults."""
+
+    mean_values: list[list[float]] | None = None
+    std_values: list[list[float]] | None = None
+    quantized_dtype: str = "w8a8"
+    quantized_algorithm: str = "normal"
+    quantized_method: str = "channel"
+    quantized_hybrid_level: int = 0
+    target_platform: str | None = None
+    quant_img_RGB2BGR: bool | list[bool] = False
+    float_dtype: str = "float16"
+    optimization_level: int = 3
+    custom_string: str | None = None
+    remove_weight: bool = False
+    compress_weight: bool = False
+    inputs_yuv_fmt: list[str] | None = None
+    single_core_mode: bool = False
+    dynamic_input: list[list[list[int]]] | None = None
+    model_pruning: bool = False
+    op_target: dict[str, str] | None = None
+    quantize_weight: bool = False
+    remove_reshape: bool = False
+    sparse_infer: bool = False
+    enable_flash_attention: bool = False
+    auto_hybrid_cos_thresh: float = 0.98
+    auto_hybrid_euc_thresh: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)  # not a vendor parameter
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extras"]
+
+    @classmethod
+    def from_kwargs(cls, base: RknnConfig | None = None, **kwargs: Any) -> RknnConfig:
+        """A validated config: ``base`` (or the defaults) updated with ``kwargs``."""
+        names = cls.parameter_names()
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, names, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"unknown config parameter(s): {', '.join(hints)}")
+        values = asdict(base) if base is not None else {}
+        values.pop("extras", None)
+        values.update(kwargs)
+        cfg = cls(**values)
+        cfg._validate()
+        return cfg
+
+    def _validate(self) -> None:
+        for name, (bad, why) in _NOT_SUPPORTED.items():
+            if getattr(self, name) == bad:
+                raise NotSupportedError(f"config({name}={bad!r}) is not supported by rkfarm: {why}")
+        self.mean_values = _per_input_numbers(self.mean_values, "mean_values")
+        self.std_values = _per_input_numbers(self.std_values, "std_values")
+        if self.std_values and any(v == 0 for row in self.std_values for v in row):
+            raise ConfigError("std_values must not contain 0")
+        if self.quantized_dtype not in QUANTIZED_DTYPES:
+            raise NotSupportedError(
+                f"quantized_dtype={self.quantized_dtype!r} is not supported; rkfarm implements w8a8 "
+                "(also spelled 'asymmetric_quantized-8')"
+            )
+        self.quantized_dtype = QUANTIZED_DTYPES[self.quantized_dtype]
+        _one_of("quantized_algorithm", self.quantized_algorithm, QUANTIZED_ALGORITHMS)
+        _one_of("quantized_method", self.quantized_method, QUANTIZED_METHODS)
+        if self.quantized_hybrid_level != 0:
+            raise NotSupportedError(
+                "quantized_hybrid_level is not supported; use hybrid_quantization_step1/step2 or auto_hybrid"
+            )
+        if self.target_platform is not None:
+            platform = normalize_platform(str(self.target_platform))
+            if platform is None:
+                raise ConfigError(
+                    f"target_platform {self.target_platform!r} is unknown; choose one of {', '.join(PLATFORMS)}"
+                )
+            self.target_platform = platform
+        _one_of("float_dtype", self.float_dtype, FLOAT_DTYPES)
+        if self.optimization_level not in (0, 1, 2, 3):
+            raise ConfigError(f"optimization_level must be 0, 1, 2 or 3, got {self.optimization_level!r}")
+        if self.custom_string is not None:
+            if not isinstance(self.custom_string, str):
+                raise ConfigError("custom_string must be a str")
+            if len(self.custom_string) > MAX_CUSTOM_STRING:
+                raise ConfigError(f"custom_string is longer than {MAX_CUSTOM_STRING} characters")
+        if self.inputs_yuv_fmt is not None:
+            raise NotSupportedError("inputs_yuv_fmt is not supported yet: convert YUV to RGB before inference")
+        if self.dynamic_input is not None:
+            raise NotSupportedError(
+                "dynamic_input is not supported yet: build one package per input shape "
+                "with load_onnx(input_size_list=...)"
+            )
+        if self.op_target:
+            raise NotSupportedError("op_target is not supported: an ONNX Runtime payload has no NPU/CPU split")
+        if not 0.0 < float(self.auto_hybrid_cos_thresh) <= 1.0:
+            raise ConfigError("auto_hybrid_cos_thresh must be in (0, 1]")
+        if self.auto_hybrid_euc_thresh is not None and float(self.auto_hybrid_euc_thresh) <= 0:
+            raise ConfigError("auto_hybrid_euc_thresh must be positive")
+
+    def rgb2bgr_for(self, index: int) -> bool:
+        flag = self.quant_img_RGB2BGR
+        if isinstance(flag, (list, tuple)):
+            return bool(flag[index]) if index < len(flag) else False
+        return bool(flag)
+
+    def as_record(self) -> dict[str, str]:
+        """The non-default options as strings, recorded in the package header."""
+        defaults = RknnConfig()
+        return {
+            name: repr(getattr(self, name))
+            for name in self.parameter_names()
+            if getattr(self, name) != getattr(defaults, name)
+        }
+
+
+def _one_of(name: str, value: object, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is invalid; choose one of {', '.join(allowed)}")
+
+
+def _per_input_numbers(value: object, name: str) -> list[list[float]] | None:
+    """Accept the vendor's spellings: None, [m0, m1, m2] (one input) or [[...], [...]] (one list per input)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be a list of numbers per input, e.g. [[123.675, 116.28, 103.53]]")
+    rows = [value] if all(_is_number(v) for v in value) else value
+    out: list[list[float]] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping) or not isinstance(row, (list, tuple)) or not row:
+            raise ConfigError(f"{name}[{i}] must be a non-empty list of numbers, got {row!r}")
+        if not all(_is_number(v) and math.isfinite(float(v)) for v in row):
+            raise ConfigError(f"{name}[{i}] must hold finite numbers, got {row!r}")
+        out.append([float(v) for v in row])
+    return out
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,119 @@
+"""Describe model files for people (`rkfarm info`) and scripts (`--json`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from rkfarm.errors import PackageError
+from rkfarm_proto.package import detect_format, read_package, vendor_rknn_version
+from rkfarm_proto.tensors import dtype_name, shape_str
+from rkfarm_proto.v1 import common_pb2, package_pb2
+
+
+def header_dict(header: package_pb2.PackageHeader) -> dict[str, Any]:
+    """The header as JSON-ready data, with enum names shortened and dtypes readable."""
+    data = MessageToDict(header, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data["payload_kind"] = package_pb2.PayloadKind.Name(header.payload_kind).removeprefix("PAYLOAD_KIND_").lower()
+    data["inputs"] = [
+        {
+            **_tensor(spec.tensor),
+            "mean_values": list(spec.mean_values),
+            "std_values": list(spec.std_values),
+            "quant_img_rgb2bgr": spec.quant_img_rgb2bgr,
+        }
+        for spec in header.inputs
+    ]
+    data["outputs"] = [_tensor(t) for t in header.outputs]
+    for key in ("salt", "nonce", "sealed_keys"):
+        data.get("encryption", {}).pop(key, None)
+    return data
+
+
+def _tensor(t: common_pb2.TensorSpec) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "dtype": dtype_name(t.dtype),
+        "shape": list(t.shape),
+        "layout": common_pb2.Layout.Name(t.layout).removeprefix("LAYOUT_").lower(),
+    }
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    """What the file is; for a package, its header. Raises PackageError for unreadable packages."""
+    try:
+        with path.open("rb") as fh:
+            prefix = fh.read(64)
+    except FileNotFoundError:
+        raise PackageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    kind = detect_format(prefix)
+    info: dict[str, Any] = {"path": str(path), "format": kind, "size_bytes": path.stat().st_size}
+    if kind == "rkfm":
+        package = read_package(path)
+        info["header"] = header_dict(package.header)
+        return info
+    if kind in ("rknn", "rknn-encrypted"):
+        info["rknn_format_version"] = vendor_rknn_version(prefix)
+        info["note"] = (
+            "vendor RKNN-Toolkit2 model: runs only on the vendor runtime librknnrt (a board agent with the "
+            "rknnrt backend); rkfarm can send it to such an agent but cannot simulate it"
+        )
+        info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return info
+    if kind == "onnx":
+        info["note"] = "ONNX model: build a package from it with `rkfarm build` (or RKNN.load_onnx + build)"
+        return info
+    raise PackageError(f"{path}: not a model file rkfarm recognises (no package, .rknn or ONNX signature)")
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [f"{info['path']}: {info['format']}, {info['size_bytes']} bytes"]
+    if "note" in info:
+        lines.append(f"  {info['note']}")
+        if info.get("rknn_format_version") is not None:
+            lines.append(f"  RKNN file format version: {info['rknn_format_version']}")
+        return "\n".join(lines)
+    h = info["header"]
+    q = h.get("quantization", {})
+    lines += [
+        f"  producer:        {h['producer']}  ({h['created_utc']})",
+        f"  source:          {h['source_model_name']} [{h['source_framework']}] "
+        f"sha256 {h['source_model_sha256'][:16]}…",
+        f"  target platform: {h['target_platform'] or 'any'}",
+        f"  payload:         {h['payload_kind']}, {h['payload_size']} bytes, sha256 {h['payload_sha256'][:16]}…"
+        + (f", opset {h['opset']}" if h.get("opset") else ""),
+        "  precision:       "
+        + (
+            f"int8 ({q.get('dtype')}, {q.get('algorithm')}, per-{q.get('method')}, "
+            f"{q.get('calibration_samples')} calibration samples)"
+            if q.get("quantized")
+            else h.get("float_dtype") or "n/a"
+        ),
+        f"  weights:         {int(h.get('weight_bytes', 0))} bytes; "
+        f"peak activations {int(h.get('activation_bytes', 0))} bytes",
+    ]
+    if q.get("float_tensors"):
+        lines.append(f"  kept in float:   {', '.join(q['float_tensors'])}")
+    enc = h.get("encryption", {})
+    if enc.get("algorithm"):
+        lines.append(f"  encryption:      {enc['algorithm']} level {enc.get('crypt_level')} key {enc.get('key_id')}")
+    if h.get("custom_string"):
+        lines.append(f"  custom string:   {h['custom_string']}")
+    lines.append("  inputs:")
+    for t in h["inputs"]:
+        norm = ""
+        if t["mean_values"] or t["std_values"]:
+            norm = f"  mean {t['mean_values'] or '0'} std {t['std_values'] or '1'}"
+        lines.append(f"    {t['name']}: {t['dtype']}{shape_str(t['shape'])} {t['layout']}{norm}")
+    lines.append("  outputs:")
+    for t in h["outputs"]:
+        lines.append(f"    {t['name']}: {t['dtype']}{shape_str(t['shape'])}")
+    if h.get("build_options"):
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(h["build_options"].items()))
+        lines.append(f"  build options:   {opts}")
+    return "\n".join(lines)

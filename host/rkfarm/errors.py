@@ -1,0 +1,52 @@
+"""rkfarm's exception hierarchy. Everything derives from RkfarmError; catch that to catch them all.
+
+The RKNN-compatible facade turns these into the vendor's return codes (0 ok, -1 fail) and a logged message;
+construct ``RKNN(raise_errors=True)`` (or set ``RKFARM_RAISE_ERRORS=1``) to have them raised instead.
+"""
+
+from __future__ import annotations
+
+from rkfarm_proto.errors import ForeignFormatError, InputError, PackageError, RkfarmError
+
+
+class ConfigError(RkfarmError, ValueError):
+    """A config() value is invalid, or does not fit the loaded model."""
+
+
+class NotSupportedError(RkfarmError):
+    """A valid vendor option or model format that rkfarm does not implement (yet)."""
+
+
+class ModelLoadError(RkfarmError):
+    """A source model cannot be read, parsed or cut as asked."""
+
+
+class BuildError(RkfarmError):
+    """Building the package failed."""
+
+
+class StateError(RkfarmError):
+    """A method was called out of order (build before load, inference before init_runtime, ...)."""
+
+
+class RemoteError(RkfarmError):
+    """An agent could not be reached or refused a request; the message carries the agent's reason."""
+
+
+class DatasetError(RkfarmError, ValueError):
+    """A calibration dataset file or one of its samples is unusable; the message names the line."""
+
+
+__all__ = [
+    "BuildError",
+    "ConfigError",
+    "DatasetError",
+    "ForeignFormatError",
+    "InputError",
+    "ModelLoadError",
+    "NotSupportedError",
+    "PackageError",
+    "RemoteError",
+    "RkfarmError",
+    "StateError",
+]

@@ -1,0 +1,45 @@
+"""Where a package runs: the in-process simulator or a remote agent, behind one interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from rkfarm.perf import PerfData
+from rkfarm_agent.backends.base import MemoryReport
+
+Array = npt.NDArray[np.generic]
+
+
+class Runtime(ABC):
+    """A package opened for inference."""
+
+    where: str
+
+    @abstractmethod
+    def inference(
+        self,
+        inputs: Sequence[npt.ArrayLike],
+        data_format: str | Sequence[str | None] | None = None,
+        inputs_pass_through: Sequence[int | bool] | None = None,
+    ) -> list[Array]:
+        """Outputs for one set of user inputs (converted per the package header)."""
+
+    @abstractmethod
+    def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
+        """Time ``runs`` inferences on the last inputs (zeros before the first inference)."""
+
+    @abstractmethod
+    def eval_memory(self) -> MemoryReport:
+        """Memory of the opened model."""
+
+    @abstractmethod
+    def versions(self) -> str:
+        """The runtime's versions, for get_sdk_version()."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the session."""
