@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rkfarm import RKNN
-from rkfarm.samples import TextLine, text_lines
-from rkfarm.zoo import packaged_model
+# Tests talk to agents on loopback only: mDNS is bound to 127.0.0.1 and no inventory file is read.
+os.environ["RKFARM_MDNS_INTERFACES"] = "127.0.0.1"
+os.environ["RKFARM_INVENTORY"] = os.devnull
+os.environ.pop("RKFARM_AGENTS", None)
+
+from agent_fixtures import AgentProcess  # noqa: E402
+from rkfarm import RKNN  # noqa: E402
+from rkfarm.samples import TextLine, text_lines  # noqa: E402
+from rkfarm.zoo import packaged_model  # noqa: E402
 
 CLS_SIZE = [1, 3, 48, 192]
 CLS_MEAN = [[127.5, 127.5, 127.5]]
@@ -65,3 +73,27 @@ def preprocess_cls(image_hwc: np.ndarray) -> np.ndarray:
     """What the vendor runtime does to a uint8 NHWC image for the classifier, written out by hand."""
     x = (image_hwc.astype(np.float32) - 127.5) / 127.5
     return x.transpose(2, 0, 1)[np.newaxis]
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """One real agent for a test module, on 127.0.0.1, advertised on loopback."""
+    root = tmp_path_factory.mktemp("agent")
+    proc = AgentProcess(root / "store", f"test-{uuid.uuid4().hex[:8]}").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def make_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Start agents with custom options; all are stopped at the end of the test."""
+    started: list[AgentProcess] = []
+
+    def make(*extra: str, platform: str = "rk3588") -> AgentProcess:
+        proc = AgentProcess(tmp_path / f"store{len(started)}", f"t{uuid.uuid4().hex[:8]}", *extra, platform=platform)
+        started.append(proc.start())
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()

@@ -11,3 +11,31 @@ class BackendError(RkfarmError):
 
 class NoBackendError(BackendError):
     """No backend on this machine can run the payload kind."""
+
+
+class StoreError(RkfarmError):
+    """The model store cannot do what was asked (invalid package, corrupt file on disk)."""
+
+
+class UnknownModelError(StoreError):
+    """No model with that sha256 on this agent."""
+
+
+class UploadTooLargeError(StoreError):
+    """An upload over the size limit, or one the store cannot make room for."""
+
+
+class UploadConflictError(StoreError):
+    """An upload that cannot proceed now: a concurrent upload of the same model, or a bad resume offset."""
+
+
+class UploadCorruptError(StoreError):
+    """Uploaded bytes that do not match what was announced (size or sha256)."""
+
+
+class UnknownSessionError(RkfarmError):
+    """No session with that id (never opened, unloaded, or its lease expired)."""
+
+
+class TooManySessionsError(RkfarmError):
+    """The agent or this client already holds the maximum number of sessions."""

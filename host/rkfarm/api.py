@@ -277,7 +277,24 @@ class RKNN:
         return 0
 
     def _open_remote(self, package: ModelPackage, target: str, device_id: str | None, options: LoadOptions) -> Runtime:
-        raise NotSupportedError(f"target={target!r}: running on a board agent is not available in this build")
+        from rkfarm.discovery import resolve
+        from rkfarm.remote.runtime import RemoteRuntime
+        from rkfarm_proto.platforms import UNKNOWN, normalize_platform
+
+        platform = normalize_platform(target)
+        if platform is None:
+            raise StateError(f"init_runtime: unknown target {target!r}; use a platform name such as 'rk3588'")
+        device = resolve(device_id, platform)
+        if device.platform not in (platform, UNKNOWN):
+            raise StateError(
+                f"init_runtime: agent {device.agent_id} is a {device.platform} board, not {platform}; "
+                "pick another device_id or change target"
+            )
+        if device.platform == UNKNOWN:
+            log.warning("agent %s reports no Rockchip platform (a PC?); running there anyway", device.agent_id)
+        if package.header.target_platform and package.header.target_platform != platform:
+            log.warning("the model was built for %s and runs on %s", package.header.target_platform, platform)
+        return RemoteRuntime(package, device, options)
 
     def _require_runtime(self, what: str) -> Runtime:
         if self._runtime is None:
@@ -323,9 +340,14 @@ class RKNN:
         return result
 
     @_vendor_api(([], []))
-    def list_devices(self) -> tuple[list[str], list[str]]:
-        """Agents on the network. Returns (agent ids, []) in the vendor's (adb, ntb) shape."""
-        raise NotSupportedError("list_devices() needs agent discovery, which is not available in this build")
+    def list_devices(self, timeout_s: float = 2.0) -> tuple[list[str], list[str]]:
+        """Agents found by mDNS and the inventory; prints a table. Returns (agent ids, []) — the vendor's
+        (adb_devices, ntb_devices) shape, with agents where the vendor lists adb serials."""
+        from rkfarm.discovery import format_devices, list_devices
+
+        devices = list_devices(timeout_s)
+        print(format_devices(devices))
+        return [d.agent_id for d in devices], []
 
     def get_sdk_version(self) -> str:
         """The API version, and the runtime's when init_runtime() has been called."""

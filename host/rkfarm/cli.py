@@ -23,6 +23,10 @@ examples:
   rkfarm info model.rkfm
   rkfarm run model.rkfm line.png -o outputs/
   rkfarm info model.rkfm --json | jq .inputs
+  rkfarm devices                                   # agents on the network (mDNS + inventory)
+  rkfarm perf model.rkfm --device rk3588-board-1 --perf-debug
+  rkfarm mem model.rkfm --device 192.168.1.40:50551 --json
+  rkfarm run model.rkfm line.png --device rk3588-board-1
 
 A model package (.rkfm) holds the optimized model and how to feed it (layout, mean/std). `rkfarm build`
 makes one from ONNX; the Python API (from rkfarm import RKNN) does the same with the vendor's method names.
@@ -94,7 +98,51 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--pass-through", action="store_true", help="skip layout conversion and mean/std")
     p.add_argument("--rgb2bgr", action="store_true", help="swap image channels to BGR")
     p.add_argument("--json", action="store_true", help="print a JSON summary of the outputs")
+    _add_device_args(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", metavar="ID|HOST:PORT",
+        help="run on this agent (an id from `rkfarm devices`, or host:port); default: the simulator",
+    )  # fmt: skip
+    p.add_argument("--target", metavar="PLATFORM", help="platform to ask for (default: the agent's own)")
+    p.add_argument("--core-mask", type=lambda v: int(v, 0), default=0, help="NPU core mask, e.g. 0x1 (default auto)")
+
+
+def _add_devices(sub: Any) -> None:
+    p = sub.add_parser(
+        "devices",
+        help="list agents found by mDNS and in the inventory",
+        description="Browse _rkfarm._tcp.local. (interfaces from RKFARM_MDNS_INTERFACES, default all) and ask "
+        "every agent in RKFARM_AGENTS / the inventory file (RKFARM_INVENTORY, default "
+        "~/.config/rkfarm/agents.txt, one host:port per line) who it is.",
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to listen for mDNS answers (default 2)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+
+def _add_perf_mem(sub: Any) -> None:
+    p = sub.add_parser(
+        "perf",
+        help="time a model package on an agent (or the simulator)",
+        description="Run the model N times after warm-up and report latency statistics; --perf-debug adds the "
+        "per-layer table from the backend's profiler and the op-type ranking.",
+    )
+    p.add_argument("model", type=Path, help="model package (.rkfm)")
+    _add_device_args(p)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--perf-debug", action="store_true", help="per-layer times")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_perf)
+    m = sub.add_parser("mem", help="memory used by a model package on an agent (or the simulator)")
+    m.add_argument("model", type=Path, help="model package (.rkfm)")
+    _add_device_args(m)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_mem)
 
 
 def _add_info(sub: Any) -> None:
@@ -122,7 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(sub)
     _add_run(sub)
     _add_info(sub)
+    _add_devices(sub)
+    _add_perf_mem(sub)
     return parser
+
+
+def _open_runtime(args: argparse.Namespace, perf_debug: bool = False) -> Any:
+    """An RKNN with the package loaded and a runtime open on --device (or the simulator)."""
+    from rkfarm.api import RKNN
+
+    rknn = RKNN(raise_errors=True)
+    rknn.load_rknn(args.model)
+    if not getattr(args, "device", None):
+        rknn.init_runtime(perf_debug=perf_debug, core_mask=args.core_mask)
+        return rknn
+    from rkfarm import discovery
+    from rkfarm_proto.platforms import UNKNOWN
+
+    device = discovery.resolve(args.device, None)
+    package = rknn.package
+    assert package is not None
+    target = args.target or (device.platform if device.platform != UNKNOWN else "") or package.header.target_platform
+    rknn.init_runtime(
+        target=target or "rk3588", device_id=device.address, perf_debug=perf_debug, core_mask=args.core_mask
+    )
+    return rknn
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -154,11 +226,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rkfarm.api import RKNN
     from rkfarm.images import IMAGE_SUFFIXES, read_input
 
-    rknn = RKNN(raise_errors=True)
-    rknn.load_rknn(args.model)
+    rknn = _open_runtime(args)
     package = rknn.package
     assert package is not None
     specs = list(package.header.inputs)
@@ -172,7 +242,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         size = (dims[2], dims[3]) if len(dims) == 4 else None
         arrays.append(read_input(path, size, args.rgb2bgr))
         formats.append("nchw" if args.nchw and path.suffix.lower() not in IMAGE_SUFFIXES else "nhwc")
-    rknn.init_runtime()
     outputs = rknn.inference(arrays, data_format=formats, inputs_pass_through=[int(args.pass_through)] * len(specs))
     assert outputs is not None
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +266,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         for item in summary:
             print(f"{item['name']}: {item['dtype']}{item['shape']} argmax={item['argmax']} -> {item['path']}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rkfarm.discovery import format_devices, list_devices
+
+    devices = list_devices(args.timeout)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in devices], indent=2))
+    else:
+        print(format_devices(devices))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    rknn = _open_runtime(args, perf_debug=args.perf_debug)
+    try:
+        report = rknn.eval_perf(is_print=not args.json, runs=args.runs, warmup=args.warmup)
+    finally:
+        rknn.release()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def cmd_mem(args: argparse.Namespace) -> int:
+    rknn = _open_runtime(args)
+    try:
+        result = rknn.eval_memory(is_print=not args.json)
+    finally:
+        rknn.release()
+    if args.json:
+        print(json.dumps(result, indent=2))
     return 0
 
 

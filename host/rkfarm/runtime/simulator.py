@@ -51,8 +51,13 @@ class SimulatorRuntime(Runtime):
     def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
         feeds = self._last_feeds or dummy_feeds(self._header)
         times = time_runs(self._model, feeds, runs, warmup)
-        layers = self._model.profile(feeds, runs=min(runs, 20)).layers if perf_debug else []
-        return PerfData(run_times_us=times, layers=layers, where=self.where)
+        profile = self._model.profile(feeds, runs=min(runs, 20)) if perf_debug else None
+        return PerfData(
+            run_times_us=times,
+            layers=profile.layers if profile else [],
+            where=self.where,
+            profiled_run_times_us=profile.run_times_us if profile else [],
+        )
 
     def eval_memory(self) -> MemoryReport:
         return self._model.memory()

@@ -1,0 +1,315 @@
+"""The gRPC servicer: each RPC of agent.proto, and the one place errors become status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import psutil
+
+from rkfarm_agent import __version__, system
+from rkfarm_agent.backends import available_backends
+from rkfarm_agent.backends.base import LoadOptions
+from rkfarm_agent.config import AgentConfig
+from rkfarm_agent.errors import (
+    BackendError,
+    NoBackendError,
+    StoreError,
+    TooManySessionsError,
+    UnknownModelError,
+    UnknownSessionError,
+    UploadConflictError,
+    UploadCorruptError,
+    UploadTooLargeError,
+)
+from rkfarm_agent.perf import dummy_feeds
+from rkfarm_agent.sessions import Session, SessionManager
+from rkfarm_agent.store import ModelStore
+from rkfarm_proto.errors import InputError, PackageError, RkfarmError
+from rkfarm_proto.platforms import NPU_CORES
+from rkfarm_proto.tensors import from_tensor, to_tensor
+from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides the status code.
+STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (UnknownSessionError, grpc.StatusCode.NOT_FOUND),
+    (UnknownModelError, grpc.StatusCode.NOT_FOUND),
+    (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TooManySessionsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UploadCorruptError, grpc.StatusCode.DATA_LOSS),
+    (UploadConflictError, grpc.StatusCode.FAILED_PRECONDITION),
+    (NoBackendError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PackageError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreError, grpc.StatusCode.INVALID_ARGUMENT),
+    (BackendError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RkfarmError, grpc.StatusCode.INTERNAL),
+]
+MAX_PERF_RUNS = 10_000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    code = status_for(exc)
+    if isinstance(exc, RkfarmError):
+        log.info("%s -> %s: %s", method, code.name, exc)
+        context.abort(code, str(exc))
+    if not context.is_active():  # the client went away (cancelled, killed): nobody to tell
+        log.info("%s: client gone (%s)", method, type(exc).__name__)
+        raise exc
+    log.exception("%s failed unexpectedly", method)
+    context.abort(code, f"internal error in {method}: {type(exc).__name__}: {exc}; the agent is still serving")
+
+
+def rpc(fn: F) -> F:
+    """Unary and client-streaming handlers: map exceptions to status codes."""
+
+    @functools.wraps(fn)
+    def wrapper(self: AgentService, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Exception as exc:
+            _abort(context, exc, fn.__name__)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_rpc(fn: F) -> F:
+    """Server-streaming handlers (generators): same mapping, applied while iterating."""
+
+    @functools.wraps(fn)
+    def wrapper(self: AgentService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except Exception as exc:
+            _abort(context, exc, fn.__name__)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _peer_host(context: grpc.ServicerContext) -> str:
+    peer = context.peer() or ""
+    # "ipv4:127.0.0.1:54321", "ipv6:[::1]:54321", "unix:..."
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit("]:", 1)[0].lstrip("[")
+    return rest.rsplit(":", 1)[0] if kind == "ipv4" else peer
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    def __init__(
+        self, config: AgentConfig, store: ModelStore, sessions: SessionManager, agent_id: str, platform: str, soc: str
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._sessions = sessions
+        self._agent_id = agent_id
+        self._platform = platform
+        self._soc = soc
+        self._started = time.monotonic()
+        self._versions = system.versions()
+        self.auth_mode = "none"
+
+    # -- identity ----------------------------------------------------------------------------------------
+    @rpc
+    def Info(self, request: agent_pb2.InfoRequest, context: grpc.ServicerContext) -> agent_pb2.InfoResponse:
+        return agent_pb2.InfoResponse(
+            agent_id=self._agent_id,
+            hostname=socket.gethostname(),
+            platform=self._platform,
+            soc_compatible=self._soc,
+            npu_cores=NPU_CORES.get(self._platform, 0),
+            agent_version=__version__,
+            backends=available_backends(),
+            auth=self.auth_mode,
+            cpu_count=system.cpu_count(),
+            memory_total_bytes=system.memory_total_bytes(),
+            max_upload_bytes=self._config.max_upload_bytes,
+            max_sessions=self._config.max_sessions,
+            store_used_bytes=self._store.used_bytes(),
+            store_capacity_bytes=self._config.store_capacity_bytes,
+            versions=self._versions,
+            uptime_s=time.monotonic() - self._started,
+        )
+
+    # -- models ------------------------------------------------------------------------------------------
+    @rpc
+    def GetModel(self, request: agent_pb2.GetModelRequest, context: grpc.ServicerContext) -> agent_pb2.GetModelResponse:
+        status = self._store.status(request.sha256)
+        return agent_pb2.GetModelResponse(
+            present=status.present, size_bytes=status.size_bytes, partial_bytes=status.partial_bytes
+        )
+
+    @rpc
+    def Upload(
+        self, request_iterator: Iterable[agent_pb2.UploadChunk], context: grpc.ServicerContext
+    ) -> agent_pb2.UploadResponse:
+        chunks = iter(request_iterator)
+        first = next(chunks, None)
+        if first is None or not first.sha256:
+            raise UploadConflictError("the first upload chunk must carry sha256 and total_size")
+        status = self._store.status(first.sha256)
+        if status.present:
+            return agent_pb2.UploadResponse(sha256=first.sha256, size_bytes=status.size_bytes, received_bytes=0)
+        upload = self._store.begin_upload(first.sha256, first.total_size, first.offset)
+        committed = False
+        try:
+            upload.write(first.data)
+            for chunk in chunks:
+                upload.write(chunk.data)
+            size = upload.commit()
+            committed = True
+        finally:
+            if not committed:
+                upload.abort()
+        return agent_pb2.UploadResponse(sha256=upload.sha, size_bytes=size, received_bytes=upload.received)
+
+    # -- sessions ----------------------------------------------------------------------------------------
+    @rpc
+    def Load(self, request: agent_pb2.LoadRequest, context: grpc.ServicerContext) -> agent_pb2.LoadResponse:
+        started = time.perf_counter()
+        options = LoadOptions(core_mask=request.core_mask, perf_debug=request.perf_debug, eval_mem=request.eval_mem)
+        session = self._sessions.open(
+            request.model_sha256, options, request.lease_s, request.client or _peer_host(context), _peer_host(context)
+        )
+        return agent_pb2.LoadResponse(
+            session_id=session.id,
+            header=session.header,
+            backend=session.backend,
+            lease_s=session.lease_s,
+            load_time_s=time.perf_counter() - started,
+        )
+
+    @rpc
+    def KeepAlive(
+        self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.KeepAliveResponse:
+        session = self._sessions.get(request.session_id)
+        return agent_pb2.KeepAliveResponse(lease_remaining_s=session.remaining_s())
+
+    @rpc
+    def Unload(self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:
+        self._sessions.close(request.session_id)
+        return agent_pb2.UnloadResponse()
+
+    @rpc
+    def ListSessions(
+        self, request: agent_pb2.ListSessionsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ListSessionsResponse:
+        return agent_pb2.ListSessionsResponse(
+            sessions=[
+                agent_pb2.SessionInfo(
+                    session_id=s.id,
+                    model_sha256=s.sha,
+                    model_name=s.header.source_model_name,
+                    client=s.client,
+                    backend=s.backend,
+                    created_unix=s.created_unix,
+                    last_used_unix=s.last_used_unix,
+                    lease_s=s.lease_s,
+                    inferences=s.inferences,
+                )
+                for s in self._sessions.snapshot()
+            ]
+        )
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def _infer(self, session: Session, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
+        arrays = [from_tensor(t) for t in request.inputs]
+        formats = [f or None for f in request.data_format] or None
+        passes = list(request.pass_through) or None
+        feeds = session.adapter(arrays, formats, passes)
+        started = time.perf_counter_ns()
+        outputs = session.model.run(feeds)
+        run_us = (time.perf_counter_ns() - started) / 1000.0
+        session.last_feeds = feeds
+        session.inferences += 1
+        names = [o.name for o in session.header.outputs]
+        return agent_pb2.InferResponse(
+            outputs=[to_tensor(out, name) for out, name in zip(outputs, names)],
+            request_id=request.request_id,
+            run_time_us=run_us,
+        )
+
+    @rpc
+    def Infer(self, request: agent_pb2.InferRequest, context: grpc.ServicerContext) -> agent_pb2.InferResponse:
+        with self._sessions.use(request.session_id) as session:
+            return self._infer(session, request)
+
+    @stream_rpc
+    def InferStream(
+        self, request_iterator: Iterable[agent_pb2.InferRequest], context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.InferResponse]:
+        for request in request_iterator:
+            with self._sessions.use(request.session_id) as session:
+                response = self._infer(session, request)
+            yield response
+
+    # -- measurement -------------------------------------------------------------------------------------
+    @rpc
+    def EvalPerf(self, request: agent_pb2.EvalPerfRequest, context: grpc.ServicerContext) -> agent_pb2.EvalPerfResponse:
+        runs = min(request.runs or 50, MAX_PERF_RUNS)
+        warmup = min(request.warmup if request.warmup else 5, MAX_PERF_RUNS)
+        with self._sessions.use(request.session_id) as session:
+            feeds = session.last_feeds or dummy_feeds(session.header)
+            deadline = time.monotonic() + min(self._config.max_request_s, context.time_remaining() or 1e9)
+            for _ in range(warmup):
+                session.model.run(feeds)
+            times: list[float] = []
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                session.model.run(feeds)
+                times.append((time.perf_counter_ns() - t0) / 1000.0)
+                if time.monotonic() > deadline:
+                    log.warning("EvalPerf stopped after %d of %d runs: request time limit", len(times), runs)
+                    break
+            profile = session.model.profile(feeds, runs=min(runs, 20)) if request.per_layer else None
+            layers = profile.layers if profile else []
+            return agent_pb2.EvalPerfResponse(
+                profiled_run_times_us=profile.run_times_us if profile else [],
+                run_times_us=times,
+                layers=[
+                    agent_pb2.LayerTime(
+                        index=layer.index,
+                        op_type=layer.op_type,
+                        data_type=layer.data_type,
+                        target=layer.target,
+                        input_shapes=layer.input_shapes,
+                        output_shapes=layer.output_shapes,
+                        time_us=layer.time_us,
+                        name=layer.name,
+                    )
+                    for layer in layers
+                ],
+                backend=session.backend,
+                used_last_inputs=session.last_feeds is not None,
+            )
+
+    @rpc
+    def EvalMemory(
+        self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvalMemoryResponse:
+        with self._sessions.use(request.session_id) as session:
+            report = session.model.memory()
+        return agent_pb2.EvalMemoryResponse(
+            weight_bytes=report.weight_bytes,
+            internal_bytes=report.internal_bytes,
+            other_bytes=report.other_bytes,
+            total_bytes=report.total_bytes,
+            method=report.method,
+            process_rss_bytes=int(psutil.Process().memory_info().rss),
+        )

@@ -1,0 +1,176 @@
+"""Sessions: a loaded model with a lease. Every call renews the lease; a reaper frees expired sessions."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from rkfarm_agent.backends import backend_for
+from rkfarm_agent.backends.base import Array, LoadedModel, LoadOptions
+from rkfarm_agent.errors import TooManySessionsError, UnknownSessionError
+from rkfarm_agent.inputs import InputAdapter
+from rkfarm_agent.store import ModelStore
+from rkfarm_proto.v1 import package_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    id: str
+    sha: str
+    header: package_pb2.PackageHeader
+    model: LoadedModel
+    adapter: InputAdapter
+    backend: str
+    client: str
+    peer: str
+    lease_s: float
+    created_unix: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    last_used_unix: float = field(default_factory=time.time)
+    inferences: int = 0
+    last_feeds: list[Array] | None = None
+    active_calls: int = 0
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+        self.last_used_unix = time.time()
+
+    def remaining_s(self, now: float | None = None) -> float:
+        return self.lease_s - ((now if now is not None else time.monotonic()) - self.last_used)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        store: ModelStore,
+        max_sessions: int,
+        max_per_peer: int,
+        default_lease_s: float,
+        max_lease_s: float,
+    ) -> None:
+        self._store = store
+        self._max = max_sessions
+        self._max_per_peer = max_per_peer
+        self._default_lease = default_lease_s
+        self._max_lease = max_lease_s
+        self._sessions: dict[str, Session] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="rkfarm-session-reaper", daemon=True)
+        self._reaper.start()
+
+    def open(self, sha: str, options: LoadOptions, lease_s: float, client: str, peer: str) -> Session:
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self._max:
+                raise TooManySessionsError(
+                    f"the agent already holds {self._max} sessions (rkfarm-agent serve --max-sessions); "
+                    "unload one or wait for idle leases to expire"
+                )
+            mine = sum(1 for s in self._sessions.values() if s.peer == peer)
+            if mine >= self._max_per_peer:
+                raise TooManySessionsError(f"this client already holds {mine} sessions (the per-client limit)")
+            self._reserved += 1
+        try:
+            package = self._store.load(sha)
+            backend = backend_for(package.header.payload_kind)
+            model = backend.load(package.header, package.payload, options)
+            lease = min(self._max_lease, lease_s if lease_s > 0 else self._default_lease)
+            session = Session(
+                id=secrets.token_hex(12),
+                sha=sha,
+                header=package.header,
+                model=model,
+                adapter=InputAdapter(package.header.inputs),
+                backend=backend.name,
+                client=client,
+                peer=peer,
+                lease_s=lease,
+            )
+            self._store.pin(sha)
+            with self._lock:
+                self._sessions[session.id] = session
+        finally:
+            with self._lock:
+                self._reserved -= 1
+        log.info(
+            "session %s opened: model %s, %s, lease %.0f s, client %s",
+            session.id[:8], sha[:12], backend.name, lease, client,
+        )  # fmt: skip
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The live session; renews its lease."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise UnknownSessionError(
+                    f"no session {session_id[:40]!r} on this agent (never opened, unloaded, or its lease expired); "
+                    "call Load again"
+                )
+            session.touch()
+            return session
+
+    @contextmanager
+    def use(self, session_id: str) -> Iterator[Session]:
+        """The session for one call: renewed now and again at the end; never expired while in use."""
+        session = self.get(session_id)
+        with self._lock:
+            session.active_calls += 1
+        try:
+            yield session
+        finally:
+            with self._lock:
+                session.active_calls -= 1
+                session.touch()
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise UnknownSessionError(f"no session {session_id[:40]!r} on this agent")
+        self._release(session, "unloaded")
+
+    def snapshot(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Free sessions whose lease ran out and that are not in a call. Returns their ids."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            dead = [s for s in self._sessions.values() if s.remaining_s(now) <= 0 and s.active_calls == 0]
+            for s in dead:
+                del self._sessions[s.id]
+        for s in dead:
+            self._release(s, "lease expired")
+        return [s.id for s in dead]
+
+    def close_all(self) -> None:
+        self._stop.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for s in sessions:
+            self._release(s, "agent stopping")
+
+    def _release(self, session: Session, why: str) -> None:
+        try:
+            session.model.close()
+        finally:
+            self._store.unpin(session.sha)
+        log.info("session %s closed: %s", session.id[:8], why)
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.expire()
+            except Exception:  # the reaper must never die
+                log.exception("session reaper failed")

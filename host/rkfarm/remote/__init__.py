@@ -1,0 +1,1 @@
+"""Running packages on board agents over gRPC."""

@@ -1,0 +1,209 @@
+"""A typed client for one agent: deadlines on every call, status codes mapped back to rkfarm errors."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from rkfarm.errors import InputError, RemoteError
+from rkfarm_proto.tensors import from_tensor, to_tensor
+from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+T = TypeVar("T")
+
+
+class AgentUnavailableError(RemoteError):
+    """The agent cannot be reached (down, restarting, wrong address, network)."""
+
+
+class SessionLostError(RemoteError):
+    """The agent no longer has the session (restarted, or the lease expired)."""
+
+
+def _map_error(address: str, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    if inference and code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InputError(details)  # the same error the simulator raises for the same input
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        err: RemoteError = AgentUnavailableError(f"agent at {address}: {code.name}: {details or 'no answer'}")
+    elif code == grpc.StatusCode.NOT_FOUND and "session" in details:
+        err = SessionLostError(f"agent at {address}: {details}")
+    else:
+        err = RemoteError(f"agent at {address} refused: {code.name}: {details}")
+    err.code = code  # type: ignore[attr-defined]
+    return err
+
+
+def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(self: AgentClient, *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(self, *args, **kwargs)
+        except grpc.RpcError as exc:
+            raise _map_error(self.address, exc) from None
+
+    return wrapper
+
+
+class AgentClient:
+    """One channel to one agent. Use as a context manager, or call close()."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._metadata = tuple(metadata)
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.enable_retries", 1),
+            ],
+        )
+        self._stub: Any = agent_pb2_grpc.AgentStub(self._channel)
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
+    @_mapped
+    def info(self) -> agent_pb2.InfoResponse:
+        response: agent_pb2.InfoResponse = self._stub.Info(
+            agent_pb2.InfoRequest(), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return response
+
+    @_mapped
+    def model_status(self, sha256: str) -> agent_pb2.GetModelResponse:
+        response: agent_pb2.GetModelResponse = self._stub.GetModel(
+            agent_pb2.GetModelRequest(sha256=sha256), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return response
+
+    @_mapped
+    def ensure_model(self, blob: bytes, sha256: str | None = None) -> int:
+        """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent."""
+        sha = sha256 or hashlib.sha256(blob).hexdigest()
+        status = self.model_status(sha)
+        if status.present:
+            log.debug("agent %s already has model %s", self.address, sha[:12])
+            return 0
+        offset = status.partial_bytes if 0 < status.partial_bytes < len(blob) else 0
+
+        def chunks() -> Iterator[agent_pb2.UploadChunk]:
+            view = memoryview(blob)
+            first = True
+            for start in range(offset, len(blob), CHUNK_BYTES):
+                data = bytes(view[start : start + CHUNK_BYTES])
+                if first:
+                    yield agent_pb2.UploadChunk(sha256=sha, total_size=len(blob), offset=offset, data=data)
+                    first = False
+                else:
+                    yield agent_pb2.UploadChunk(data=data)
+            if first:  # empty remainder: still announce
+                yield agent_pb2.UploadChunk(sha256=sha, total_size=len(blob), offset=offset)
+
+        timeout = self.timeout_s + len(blob) / (20 * 1024 * 1024)  # generous: 20 MB/s floor
+        response = self._stub.Upload(chunks(), timeout=timeout, metadata=self._metadata)
+        log.info("uploaded model %s to %s (%d bytes sent)", sha[:12], self.address, response.received_bytes)
+        return int(response.received_bytes)
+
+    @_mapped
+    def load(self, request: agent_pb2.LoadRequest) -> agent_pb2.LoadResponse:
+        response: agent_pb2.LoadResponse = self._stub.Load(request, timeout=self.timeout_s * 4, metadata=self._metadata)
+        return response
+
+    @_mapped
+    def keep_alive(self, session_id: str) -> float:
+        response = self._stub.KeepAlive(
+            agent_pb2.SessionRequest(session_id=session_id), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return float(response.lease_remaining_s)
+
+    @staticmethod
+    def infer_request(
+        session_id: str,
+        arrays: Sequence[npt.ArrayLike],
+        data_format: str | Sequence[str | None] | None,
+        pass_through: Sequence[int | bool] | None,
+        request_id: int = 0,
+    ) -> agent_pb2.InferRequest:
+        formats: list[str] = []
+        if isinstance(data_format, str):
+            formats = [data_format] * len(arrays)
+        elif data_format is not None:
+            formats = [f or "" for f in data_format]
+        return agent_pb2.InferRequest(
+            session_id=session_id,
+            inputs=[to_tensor(np.asarray(a)) for a in arrays],
+            data_format=formats,
+            pass_through=[bool(p) for p in pass_through] if pass_through is not None else [],
+            request_id=request_id,
+        )
+
+    def infer(self, request: agent_pb2.InferRequest) -> list[npt.NDArray[np.generic]]:
+        try:
+            response = self._stub.Infer(request, timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _map_error(self.address, exc, inference=True) from None
+        return [from_tensor(t) for t in response.outputs]
+
+    def infer_stream(self, requests: Iterator[agent_pb2.InferRequest]) -> Iterator[agent_pb2.InferResponse]:
+        """Responses in request order; errors surface as rkfarm exceptions while iterating."""
+        try:
+            yield from self._stub.InferStream(requests, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _map_error(self.address, exc, inference=True) from None
+
+    @_mapped
+    def eval_perf(self, session_id: str, runs: int, warmup: int, per_layer: bool) -> agent_pb2.EvalPerfResponse:
+        request = agent_pb2.EvalPerfRequest(session_id=session_id, runs=runs, warmup=warmup, per_layer=per_layer)
+        response: agent_pb2.EvalPerfResponse = self._stub.EvalPerf(
+            request, timeout=self.timeout_s * 10, metadata=self._metadata
+        )
+        return response
+
+    @_mapped
+    def eval_memory(self, session_id: str) -> agent_pb2.EvalMemoryResponse:
+        response: agent_pb2.EvalMemoryResponse = self._stub.EvalMemory(
+            agent_pb2.SessionRequest(session_id=session_id), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return response
+
+    @_mapped
+    def unload(self, session_id: str) -> None:
+        self._stub.Unload(
+            agent_pb2.SessionRequest(session_id=session_id), timeout=self.timeout_s, metadata=self._metadata
+        )
+
+    @_mapped
+    def list_sessions(self) -> list[agent_pb2.SessionInfo]:
+        response = self._stub.ListSessions(
+            agent_pb2.ListSessionsRequest(), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return list(response.sessions)

@@ -1,0 +1,180 @@
+"""RemoteRuntime: a package opened on a board agent. Uploads once, keeps the lease alive, reconnects.
+
+If the agent restarts (or the lease expired while the host slept), the next call finds the session gone or
+the agent briefly unreachable; the runtime waits for the agent, re-uploads only if the store lost the model,
+re-opens the session and retries the call once.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy.typing as npt
+
+from rkfarm.discovery import Device
+from rkfarm.errors import RemoteError
+from rkfarm.perf import PerfData
+from rkfarm.remote.client import AgentClient, AgentUnavailableError, SessionLostError
+from rkfarm.runtime import Array, Runtime
+from rkfarm_agent.backends.base import LayerTiming, LoadOptions, MemoryReport
+from rkfarm_proto.package import ModelPackage, pack, sha256_hex
+from rkfarm_proto.v1 import agent_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RECONNECT_WAIT_S = 15.0
+
+
+def client_name() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "user"
+    return f"{user}@{socket.gethostname()}"
+
+
+class RemoteRuntime(Runtime):
+    def __init__(
+        self, package: ModelPackage, device: Device, options: LoadOptions, lease_s: float = 0.0, timeout_s: float = 30.0
+    ) -> None:
+        self.device = device
+        self.where = f"agent {device.agent_id} @ {device.address} ({device.platform})"
+        _, self._blob = pack(package.header, package.payload)
+        self._sha = sha256_hex(self._blob)
+        self._options = options
+        self._lease_s = lease_s
+        self._client = AgentClient(device.address, timeout_s=timeout_s)
+        self._lock = threading.Lock()
+        self._session_id = ""
+        self._backend = ""
+        self.uploaded_bytes = 0
+        self._closed = threading.Event()
+        try:
+            self._open()
+        except BaseException:
+            self._client.close()
+            raise
+        self._keeper = threading.Thread(target=self._keep_alive_loop, name="rkfarm-lease", daemon=True)
+        self._keeper.start()
+
+    # -- session lifecycle -------------------------------------------------------------------------------
+    def _open(self) -> None:
+        self.uploaded_bytes += self._client.ensure_model(self._blob, self._sha)
+        response = self._client.load(
+            agent_pb2.LoadRequest(
+                model_sha256=self._sha,
+                core_mask=self._options.core_mask,
+                perf_debug=self._options.perf_debug,
+                eval_mem=self._options.eval_mem,
+                lease_s=self._lease_s,
+                client=client_name(),
+            )
+        )
+        with self._lock:
+            self._session_id = response.session_id
+            self._backend = response.backend
+            self._lease_granted = response.lease_s
+        log.info(
+            "session %s on %s (%s), lease %.0f s",
+            response.session_id[:8],
+            self.where,
+            response.backend,
+            response.lease_s,
+        )
+
+    def _reopen(self, why: Exception) -> None:
+        log.warning("%s; re-opening the session on %s", why, self.device.address)
+        if not self._client.wait_ready(RECONNECT_WAIT_S):
+            raise RemoteError(f"agent at {self.device.address} did not come back within {RECONNECT_WAIT_S:.0f} s")
+        self._open()
+
+    def _call(self, fn: Callable[[str], T]) -> T:
+        """Run fn(session_id); on a lost session or a restarting agent, re-open once and retry."""
+        try:
+            return fn(self._session_id)
+        except (SessionLostError, AgentUnavailableError) as exc:
+            if self._closed.is_set():
+                raise
+            self._reopen(exc)
+            return fn(self._session_id)
+
+    def _keep_alive_loop(self) -> None:
+        while not self._closed.wait(max(0.2, self._lease_granted / 3)):
+            try:
+                self._client.keep_alive(self._session_id)
+            except RemoteError as exc:  # the next real call will re-open; just note it
+                log.debug("keep-alive failed: %s", exc)
+
+    # -- Runtime -----------------------------------------------------------------------------------------
+    def inference(
+        self,
+        inputs: Sequence[npt.ArrayLike],
+        data_format: str | Sequence[str | None] | None = None,
+        inputs_pass_through: Sequence[int | bool] | None = None,
+    ) -> list[Array]:
+        return self._call(
+            lambda sid: self._client.infer(AgentClient.infer_request(sid, inputs, data_format, inputs_pass_through))
+        )
+
+    def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
+        response = self._call(lambda sid: self._client.eval_perf(sid, runs, warmup, perf_debug))
+        layers = [
+            LayerTiming(
+                index=layer.index,
+                op_type=layer.op_type,
+                data_type=layer.data_type,
+                target=layer.target,
+                input_shapes=layer.input_shapes,
+                output_shapes=layer.output_shapes,
+                time_us=layer.time_us,
+                name=layer.name,
+            )
+            for layer in response.layers
+        ]
+        return PerfData(
+            run_times_us=list(response.run_times_us),
+            layers=layers,
+            where=f"{self.where}, {response.backend}",
+            profiled_run_times_us=list(response.profiled_run_times_us),
+        )
+
+    def eval_memory(self) -> MemoryReport:
+        response = self._call(self._client.eval_memory)
+        return MemoryReport(
+            weight_bytes=response.weight_bytes,
+            internal_bytes=response.internal_bytes,
+            other_bytes=response.other_bytes,
+            method=response.method,
+        )
+
+    def versions(self) -> str:
+        info = self._client.info()
+        ort = info.versions.get("onnxruntime", "?")
+        return (
+            f"DRV: rkfarm-agent {info.agent_version} on {info.agent_id} ({info.platform}, "
+            f"backends {','.join(info.backends)}, onnxruntime {ort})"
+        )
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    @property
+    def client(self) -> AgentClient:
+        return self._client
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self._client.unload(self._session_id)
+        except RemoteError as exc:
+            log.debug("unload: %s", exc)
+        finally:
+            self._client.close()
