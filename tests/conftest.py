@@ -15,10 +15,11 @@ os.environ["RKFARM_MDNS_INTERFACES"] = "127.0.0.1"
 os.environ["RKFARM_INVENTORY"] = os.devnull
 os.environ.pop("RKFARM_AGENTS", None)
 
-from agent_fixtures import AgentProcess  # noqa: E402
-from rkfarm import RKNN  # noqa: E402
-from rkfarm.samples import TextLine, text_lines  # noqa: E402
-from rkfarm.zoo import packaged_model  # noqa: E402
+from agent_fixtures import AgentProcess
+
+from rkfarm import RKNN
+from rkfarm.samples import TextLine, text_lines
+from rkfarm.zoo import packaged_model
 
 CLS_SIZE = [1, 3, 48, 192]
 CLS_MEAN = [[127.5, 127.5, 127.5]]

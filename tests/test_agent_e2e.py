@@ -7,10 +7,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from agent_fixtures import AgentProcess
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agent_fixtures import AgentProcess
 from rkfarm import RKNN
 from rkfarm.discovery import list_devices, resolve
 from rkfarm.errors import RemoteError, StateError

@@ -10,6 +10,7 @@ import re
 import secrets
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import psutil
@@ -65,18 +66,15 @@ def stable_agent_id(store_dir: Path) -> str:
 
 
 def versions() -> dict[str, str]:
-    import grpc
-    import numpy
-    import onnxruntime
-
-    return {
-        "agent": __version__,
-        "python": sys.version.split()[0],
-        "grpcio": grpc.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-        "os": f"{pyplatform.system()} {pyplatform.release()} {pyplatform.machine()}",
-    }
+    """Versions of what the agent runs on, read from package metadata (without importing the packages)."""
+    found = {"agent": __version__, "python": sys.version.split()[0]}
+    for dist in ("grpcio", "onnxruntime", "numpy", "protobuf"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    found["os"] = f"{pyplatform.system()} {pyplatform.release()} {pyplatform.machine()}"
+    return found
 
 
 def memory_total_bytes() -> int:

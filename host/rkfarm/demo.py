@@ -5,7 +5,9 @@
 Steps: render text lines (half upside down) with Pillow; convert the real classifier shipped in the PyPI
 package rapidocr-onnxruntime with the vendor-compatible API (config -> load_onnx -> build -> export_rknn);
 reload the package, run it on the simulator and score it against the labels and against the original ONNX
-model; time it (eval_perf) and measure its memory (eval_memory).
+model; time it (eval_perf) and measure its memory (eval_memory). Then start a real board agent on loopback
+(`rkfarm-agent serve`, advertised by mDNS on 127.0.0.1 only), discover it, and run, time and measure the
+classifier there, as a host would drive a board.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -23,13 +26,15 @@ import numpy as np
 import onnxruntime as ort
 
 from rkfarm import RKNN
-from rkfarm.samples import text_lines
+from rkfarm.discovery import list_devices
+from rkfarm.remote.local import LocalAgent
+from rkfarm.samples import TextLine, text_lines
 from rkfarm.zoo import packaged_model
 
 log = logging.getLogger("rkfarm.demo")
 
 
-def run_demo(count: int, workdir: Path) -> dict[str, Any]:
+def run_demo(count: int, workdir: Path, with_agent: bool = True) -> dict[str, Any]:
     model = packaged_model("ppocr-cls")
     onnx_path = model.path()
     lines = text_lines(count, seed=2026)
@@ -47,20 +52,19 @@ def run_demo(count: int, workdir: Path) -> dict[str, Any]:
     with RKNN(raise_errors=True) as rknn:
         rknn.load_rknn(str(package_path))
         rknn.init_runtime(perf_debug=False)
-        correct = agree = 0
-        worst_diff = 0.0
-        for line in lines:
-            out = rknn.inference([line.image[np.newaxis]])
-            assert out is not None
-            probs = out[0][0]
-            x = ((line.image.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[np.newaxis]
-            ref = reference.run(None, {"x": x})[0][0]
-            correct += int(probs.argmax() == line.label)
-            agree += int(probs.argmax() == ref.argmax())
-            worst_diff = max(worst_diff, float(np.abs(probs - ref).max()))
+        sim_outputs = _classify(rknn, lines)
         perf = rknn.eval_perf(is_print=False, runs=100, warmup=10)
         memory = rknn.eval_memory(is_print=False)
         assert perf is not None and memory is not None
+    correct = agree = 0
+    worst_diff = 0.0
+    for line, probs in zip(lines, sim_outputs):
+        x = ((line.image.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[np.newaxis]
+        ref = reference.run(None, {"x": x})[0][0]
+        correct += int(probs.argmax() == line.label)
+        agree += int(probs.argmax() == ref.argmax())
+        worst_diff = max(worst_diff, float(np.abs(probs - ref).max()))
+    board = _on_local_agent(package_path, lines, sim_outputs, workdir) if with_agent else None
     return {
         "model": str(onnx_path),
         "package": str(package_path),
@@ -78,6 +82,50 @@ def run_demo(count: int, workdir: Path) -> dict[str, Any]:
             "internal_memory": memory["internal_memory"],
             "total_memory": memory["total_memory"],
         },
+        "agent": board,
+    }
+
+
+def _classify(rknn: RKNN, lines: list[TextLine]) -> list[np.ndarray]:
+    outputs = []
+    for line in lines:
+        out = rknn.inference([line.image[np.newaxis]])
+        assert out is not None
+        outputs.append(out[0][0])
+    return outputs
+
+
+def _on_local_agent(
+    package_path: Path, lines: list[TextLine], sim_outputs: list[np.ndarray], workdir: Path
+) -> dict[str, Any]:
+    """Start an agent on loopback, find it by mDNS, and run the package there."""
+    with LocalAgent(workdir / "agent-store", "demo-board") as agent:
+        started = time.perf_counter()
+        found = [d for d in list_devices(timeout_s=5.0, stop_when=agent.agent_id) if d.agent_id == agent.agent_id]
+        discovery_s = time.perf_counter() - started
+        if not found:
+            raise RuntimeError("the local agent was not discovered by mDNS on 127.0.0.1")
+        with RKNN(raise_errors=True) as rknn:
+            rknn.load_rknn(str(package_path))
+            rknn.init_runtime(target="rk3588", device_id=found[0].agent_id, perf_debug=True)
+            remote = _classify(rknn, lines)
+            perf = rknn.eval_perf(is_print=False, runs=100, warmup=10)
+            memory = rknn.eval_memory(is_print=False)
+            assert perf is not None and memory is not None
+    slowest = sorted(perf.layers, key=lambda layer: layer.time_us, reverse=True)[:3]
+    return {
+        "agent_id": found[0].agent_id,
+        "address": found[0].address,
+        "agent_start_s": round(agent.started_in_s, 3),
+        "discovery_s": round(discovery_s, 3),
+        "max_abs_diff_vs_simulator": max(float(np.abs(a - b).max()) for a, b in zip(remote, sim_outputs)),
+        "median_us": perf.stats.median_us,
+        "p99_us": perf.stats.p99_us,
+        "fps": perf.fps,
+        "slowest_layers": [f"{layer.op_type} {layer.name} {layer.time_us:.1f} us" for layer in slowest],
+        "weight_memory": memory["weight_memory"],
+        "internal_memory": memory["internal_memory"],
+        "total_memory": memory["total_memory"],
     }
 
 
@@ -86,12 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=40, help="text lines to classify (default 40)")
     parser.add_argument("--workdir", type=Path, help="where to write the package (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--no-agent", action="store_true", help="simulator only; skip the local agent")
     args = parser.parse_args(argv)
+    # The demo's agent and discovery stay on loopback unless told otherwise.
+    os.environ.setdefault("RKFARM_MDNS_INTERFACES", "127.0.0.1")
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="rkfarm-demo-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = run_demo(args.count, workdir)
+        result = run_demo(args.count, workdir, with_agent=not args.no_agent)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -107,6 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         f"  memory: weights {sim['weight_memory'] / 1024:.0f} KiB, activations {sim['internal_memory'] / 1024:.0f} KiB,"
         f" total {sim['total_memory'] / 1024:.0f} KiB"
     )
+    board = result["agent"]
+    if board:
+        print(f"board agent {board['agent_id']} at {board['address']} (local, loopback):")
+        print(f"  started in {board['agent_start_s']:.2f} s, found by mDNS in {board['discovery_s']:.2f} s")
+        print(f"  max |diff| vs simulator     {board['max_abs_diff_vs_simulator']:.2e}")
+        print(f"  eval_perf: median {board['median_us']:.0f} us, p99 {board['p99_us']:.0f} us, {board['fps']:.0f} FPS")
+        print(f"  slowest layers: {'; '.join(board['slowest_layers'])}")
+        print(
+            f"  eval_memory: weights {board['weight_memory'] / 1024:.0f} KiB, activations "
+            f"{board['internal_memory'] / 1024:.0f} KiB, total {board['total_memory'] / 1024:.0f} KiB"
+        )
     return 0
 
 

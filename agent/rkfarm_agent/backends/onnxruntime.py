@@ -8,6 +8,7 @@ session's timings are not disturbed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -88,6 +89,8 @@ class OnnxRuntimeModel(LoadedModel):
         self._header = header
         self._payload = payload
         self._options = options
+        import onnxruntime  # noqa: F401  (first import is process overhead, not this model's memory)
+
         rss_before = _rss()
         self._session = _open_session(payload, options.core_mask)
         self._rss_loaded = _rss() - rss_before
@@ -204,11 +207,7 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return importlib.util.find_spec("onnxruntime") is not None  # imported lazily, on the first load
 
     def load(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> LoadedModel:
         return OnnxRuntimeModel(header, payload, options)

@@ -39,7 +39,7 @@ def _map_error(address: str, exc: grpc.RpcError, inference: bool = False) -> Rem
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         err: RemoteError = AgentUnavailableError(f"agent at {address}: {code.name}: {details or 'no answer'}")
     elif code == grpc.StatusCode.NOT_FOUND and "session" in details:
-        err = SessionLostError(f"agent at {address}: {details}")
+        err = SessionLostError(f"agent at {address}: {code.name}: {details}")
     else:
         err = RemoteError(f"agent at {address} refused: {code.name}: {details}")
     err.code = code  # type: ignore[attr-defined]
