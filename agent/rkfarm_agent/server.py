@@ -19,6 +19,7 @@ from rkfarm_agent.sessions import SessionManager
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.discovery import AgentAdvert
 from rkfarm_proto.platforms import NPU_CORES
+from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,9 @@ class AgentServer:
         self._stopped = threading.Event()
 
     def _options(self) -> list[tuple[str, int]]:
-        size = self.config.max_message_bytes
         return [
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
+            *message_limits(self.config.max_message_bytes),
+            *THROUGHPUT_OPTIONS,
             ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -14,11 +17,12 @@ import numpy.typing as npt
 
 from rkfarm.errors import InputError, RemoteError
 from rkfarm_proto.tensors import from_tensor, to_tensor
+from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
 
@@ -67,8 +71,8 @@ class AgentClient:
         self._channel = grpc.insecure_channel(
             address,
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *message_limits(MAX_MESSAGE_BYTES),
+                *THROUGHPUT_OPTIONS,
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.enable_retries", 1),
             ],
@@ -105,10 +109,25 @@ class AgentClient:
         )
         return response
 
-    @_mapped
-    def ensure_model(self, blob: bytes, sha256: str | None = None) -> int:
-        """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent."""
+    def ensure_model(self, blob: bytes, sha256: str | None = None, attempts: int = 4) -> int:
+        """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent.
+
+        An upload the agent is still winding down (a previous call that was cut off) makes it answer
+        FAILED_PRECONDITION for a moment; that is retried with a short back-off.
+        """
         sha = sha256 or hashlib.sha256(blob).hexdigest()
+        for attempt in range(attempts):
+            try:
+                return self._upload_once(blob, sha)
+            except RemoteError as exc:
+                if getattr(exc, "code", None) != grpc.StatusCode.FAILED_PRECONDITION or attempt == attempts - 1:
+                    raise
+                log.debug("upload retry after: %s", exc)
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @_mapped
+    def _upload_once(self, blob: bytes, sha: str) -> int:
         status = self.model_status(sha)
         if status.present:
             log.debug("agent %s already has model %s", self.address, sha[:12])
@@ -173,6 +192,10 @@ class AgentClient:
             raise _map_error(self.address, exc, inference=True) from None
         return [from_tensor(t) for t in response.outputs]
 
+    def lockstep(self) -> LockstepStream:
+        """A persistent InferStream for one-request-at-a-time calls: about half the overhead of unary calls."""
+        return LockstepStream(self._stub, self._metadata, self.timeout_s, self.address)
+
     def infer_stream(self, requests: Iterator[agent_pb2.InferRequest]) -> Iterator[agent_pb2.InferResponse]:
         """Responses in request order; errors surface as rkfarm exceptions while iterating."""
         try:
@@ -207,3 +230,67 @@ class AgentClient:
             agent_pb2.ListSessionsRequest(), timeout=self.timeout_s, metadata=self._metadata
         )
         return list(response.sessions)
+
+
+class LockstepStream:
+    """Send a request, wait for its response, repeat, on one long-lived InferStream call.
+
+    A watchdog cancels the call if a response takes longer than ``timeout_s``. After any error the stream is
+    dead (``broken``); open a new one.
+    """
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...], timeout_s: float, address: str) -> None:
+        self._requests: queue.SimpleQueue[agent_pb2.InferRequest | None] = queue.SimpleQueue()
+        self._responses = stub.InferStream(self._feed(), metadata=metadata)
+        self._timeout_s = timeout_s
+        self._address = address
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self.broken = False
+        self._closed = False
+        threading.Thread(target=self._watchdog, name="rkfarm-stream-watchdog", daemon=True).start()
+
+    def _feed(self) -> Iterator[agent_pb2.InferRequest]:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            yield item
+
+    def call(self, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
+        with self._cond:
+            self._deadline = time.monotonic() + self._timeout_s
+            self._cond.notify()
+        self._requests.put(request)
+        try:
+            response: agent_pb2.InferResponse = next(self._responses)
+            return response
+        except grpc.RpcError as exc:
+            self.broken = True
+            raise _map_error(self._address, exc, inference=True) from None
+        except StopIteration:
+            self.broken = True
+            raise AgentUnavailableError(f"agent at {self._address} ended the inference stream") from None
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def _watchdog(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    self._responses.cancel()
+                    self._deadline = None
+                else:
+                    self._cond.wait(remaining)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._responses.cancel()
+        with self._cond:
+            self._closed = True
+            self._cond.notify()

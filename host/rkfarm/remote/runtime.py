@@ -19,10 +19,11 @@ import numpy.typing as npt
 from rkfarm.discovery import Device
 from rkfarm.errors import RemoteError
 from rkfarm.perf import PerfData
-from rkfarm.remote.client import AgentClient, AgentUnavailableError, SessionLostError
+from rkfarm.remote.client import AgentClient, AgentUnavailableError, LockstepStream, SessionLostError
 from rkfarm.runtime import Array, Runtime
 from rkfarm_agent.backends.base import LayerTiming, LoadOptions, MemoryReport
 from rkfarm_proto.package import ModelPackage, pack, sha256_hex
+from rkfarm_proto.tensors import from_tensor
 from rkfarm_proto.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RemoteRuntime(Runtime):
         self._backend = ""
         self.uploaded_bytes = 0
         self._closed = threading.Event()
+        self._stream: LockstepStream | None = None
         try:
             self._open()
         except BaseException:
@@ -117,9 +119,24 @@ class RemoteRuntime(Runtime):
         data_format: str | Sequence[str | None] | None = None,
         inputs_pass_through: Sequence[int | bool] | None = None,
     ) -> list[Array]:
-        return self._call(
-            lambda sid: self._client.infer(AgentClient.infer_request(sid, inputs, data_format, inputs_pass_through))
-        )
+        return self._call(lambda sid: self._infer_once(sid, inputs, data_format, inputs_pass_through))
+
+    def _infer_once(
+        self,
+        session_id: str,
+        inputs: Sequence[npt.ArrayLike],
+        data_format: str | Sequence[str | None] | None,
+        inputs_pass_through: Sequence[int | bool] | None,
+    ) -> list[Array]:
+        """One inference on the persistent lock-step stream (re-opened after any error)."""
+        request = AgentClient.infer_request(session_id, inputs, data_format, inputs_pass_through)
+        with self._lock:
+            if self._stream is None or self._stream.broken:
+                if self._stream is not None:
+                    self._stream.close()
+                self._stream = self._client.lockstep()
+            response = self._stream.call(request)
+        return [from_tensor(t) for t in response.outputs]
 
     def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
         response = self._call(lambda sid: self._client.eval_perf(sid, runs, warmup, perf_debug))
@@ -172,6 +189,8 @@ class RemoteRuntime(Runtime):
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._stream is not None:
+            self._stream.close()
         try:
             self._client.unload(self._session_id)
         except RemoteError as exc:
