@@ -62,10 +62,12 @@ def test_eval_perf_layers_add_up(agent: AgentProcess, cls_package: Path) -> None
         assert perf is not None
     assert perf.stats.runs == 30 and perf.fps > 0
     assert perf.layers and perf.profiled_run_times_us
+    # Layer times are means over the profiled runs, so their sum is the mean kernel time per run, which must
+    # fit inside the mean profiled run time (1% for timestamp rounding) and make up most of it: the rest is
+    # the executor's bookkeeping between kernels (about 10-30% here; 50% allows for a loaded machine).
     layer_sum = sum(layer.time_us for layer in perf.layers)
-    profiled = float(np.median(perf.profiled_run_times_us))
-    # Tolerance: kernels are most of a run; the rest is the executor's own bookkeeping between kernels.
-    assert 0.5 * profiled <= layer_sum <= 1.05 * profiled, (layer_sum, profiled)
+    profiled = float(np.mean(perf.profiled_run_times_us))
+    assert 0.5 * profiled <= layer_sum <= 1.01 * profiled, (layer_sum, profiled)
     assert "Total Operator Elapsed Per Frame Time(us)" in str(perf)
     assert {"ID", "OpType", "DataType", "Target", "InputShape", "OutputShape", "Time(us)", "FullName"} <= set(
         str(perf).split()

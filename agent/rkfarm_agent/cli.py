@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--id", default=_env("id", None), help="agent id (default: stable id kept in the store)")
     serve.add_argument("--platform", default=_env("platform", None), help="override the detected platform")
     serve.add_argument("--grace", type=float, default=float(str(_env("grace", defaults.grace_s))))
+    serve.add_argument(
+        "--farm-key-file", action="append", type=Path, metavar="PATH",
+        default=[Path(p) for p in str(_env("farm-key-file", "")).split(",") if p] or None,
+        help="farm key that opens encrypted models (mode 0600; repeatable, for key rotation)",
+    )  # fmt: skip
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving (for scripts)")
     serve.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -128,6 +133,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         agent_id=args.id,
         platform=args.platform,
         grace_s=args.grace,
+        farm_key_files=args.farm_key_file or [],
     )
 
 

@@ -32,3 +32,4 @@ class AgentConfig:
     agent_id: str | None = None  # default: stable id kept in the store
     platform: str | None = None  # default: from /proc/device-tree/compatible
     grace_s: float = 10.0  # SIGTERM: time given to in-flight calls
+    farm_key_files: list[Path] = field(default_factory=list)  # keys that open encrypted packages

@@ -17,6 +17,7 @@ from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.service import AgentService
 from rkfarm_agent.sessions import SessionManager
 from rkfarm_agent.store import ModelStore
+from rkfarm_proto.crypto import Keyring, load_or_create_identity, read_farm_key
 from rkfarm_proto.discovery import AgentAdvert
 from rkfarm_proto.platforms import NPU_CORES
 from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
@@ -34,17 +35,24 @@ class AgentServer:
         self.platform, self.soc = system.detect_platform(config.platform)
         config.store_dir.mkdir(parents=True, exist_ok=True)
         self.agent_id = config.agent_id or system.stable_agent_id(config.store_dir)
+        self.keyring = Keyring(
+            [read_farm_key(path) for path in config.farm_key_files],
+            load_or_create_identity(config.store_dir / "identity.key"),
+        )
         self.store = ModelStore(config.store_dir, config.store_capacity_bytes, config.max_upload_bytes)
         kept, bad = self.store.verify()
         log.info("store %s: %d model(s) verified, %d quarantined", config.store_dir, kept, bad)
         self.sessions = SessionManager(
             self.store,
+            self.keyring,
             config.max_sessions,
             config.max_sessions_per_client,
             config.default_lease_s,
             config.max_lease_s,
         )
-        self.service = AgentService(config, self.store, self.sessions, self.agent_id, self.platform, self.soc)
+        self.service = AgentService(
+            config, self.store, self.sessions, self.agent_id, self.platform, self.soc, self.keyring
+        )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._server: grpc.Server | None = None
         self._advertiser: Advertiser | None = None

@@ -30,6 +30,7 @@ from rkfarm_agent.errors import (
 from rkfarm_agent.perf import dummy_feeds
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
+from rkfarm_proto.crypto import Keyring, KeyUnavailableError
 from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
 from rkfarm_proto.tensors import from_tensor, to_tensor
@@ -46,6 +47,7 @@ STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
     (UploadCorruptError, grpc.StatusCode.DATA_LOSS),
     (UploadConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (NoBackendError, grpc.StatusCode.FAILED_PRECONDITION),
+    (KeyUnavailableError, grpc.StatusCode.FAILED_PRECONDITION),
     (InputError, grpc.StatusCode.INVALID_ARGUMENT),
     (PackageError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -112,8 +114,16 @@ def _peer_host(context: grpc.ServicerContext) -> str:
 
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(
-        self, config: AgentConfig, store: ModelStore, sessions: SessionManager, agent_id: str, platform: str, soc: str
+        self,
+        config: AgentConfig,
+        store: ModelStore,
+        sessions: SessionManager,
+        agent_id: str,
+        platform: str,
+        soc: str,
+        keyring: Keyring,
     ) -> None:
+        self._keyring = keyring
         self._config = config
         self._store = store
         self._sessions = sessions
@@ -144,6 +154,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             store_capacity_bytes=self._config.store_capacity_bytes,
             versions=self._versions,
             uptime_s=time.monotonic() - self._started,
+            public_key=self._keyring.public_key,
+            farm_key_ids=self._keyring.farm_key_ids,
         )
 
     # -- models ------------------------------------------------------------------------------------------

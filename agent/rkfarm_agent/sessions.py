@@ -15,6 +15,7 @@ from rkfarm_agent.backends.base import Array, LoadedModel, LoadOptions
 from rkfarm_agent.errors import TooManySessionsError, UnknownSessionError
 from rkfarm_agent.inputs import InputAdapter
 from rkfarm_agent.store import ModelStore
+from rkfarm_proto.crypto import DecryptionError, Keyring, KeyUnavailableError
 from rkfarm_proto.v1 import package_pb2
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ class SessionManager:
     def __init__(
         self,
         store: ModelStore,
+        keyring: Keyring,
         max_sessions: int,
         max_per_peer: int,
         default_lease_s: float,
         max_lease_s: float,
     ) -> None:
         self._store = store
+        self._keyring = keyring
         self._max = max_sessions
         self._max_per_peer = max_per_peer
         self._default_lease = default_lease_s
@@ -81,7 +84,15 @@ class SessionManager:
         try:
             package = self._store.load(sha)
             backend = backend_for(package.header.payload_kind)
-            model = backend.load(package.header, package.payload, options)
+            try:  # the plaintext of an encrypted model lives in memory only, never on disk
+                payload = self._keyring.decrypt(package)
+            except KeyUnavailableError:
+                raise
+            except DecryptionError:
+                self._store.quarantine(sha, "does not decrypt")
+                raise
+            model = backend.load(package.header, payload, options)
+            del payload
             lease = min(self._max_lease, lease_s if lease_s > 0 else self._default_lease)
             session = Session(
                 id=secrets.token_hex(12),

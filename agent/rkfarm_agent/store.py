@@ -97,8 +97,8 @@ class Upload:
             if self._hash.hexdigest() != self.sha:
                 self.path.unlink(missing_ok=True)
                 raise UploadCorruptError("uploaded bytes do not hash to the announced sha256; nothing was stored")
-            try:  # structure only: the bytes already hash to their name; Load re-checks the payload hash
-                unpack(self.path.read_bytes(), source=f"upload {self.sha[:12]}", verify_payload=False)
+            try:  # a package that does not check out never enters the store
+                unpack(self.path.read_bytes(), source=f"upload {self.sha[:12]}")
             except PackageError as exc:
                 self.path.unlink(missing_ok=True)
                 raise StoreError(f"not a valid model package: {exc}") from None
@@ -175,9 +175,19 @@ class ModelStore:
         except FileNotFoundError:
             raise UnknownModelError(f"model {sha[:12]}… is not on this agent: upload it first") from None
         if hashlib.sha256(data).hexdigest() != sha:
-            raise StoreError(f"stored model {sha[:12]}… is corrupt on disk; upload it again")
+            self.quarantine(sha, "corrupt on disk")
+            raise StoreError(f"stored model {sha[:12]}… was corrupt on disk and has been removed; upload it again")
         os.utime(path)  # LRU clock
         return unpack(data, source=f"model {sha[:12]}")
+
+    def quarantine(self, sha: str, why: str) -> None:
+        """Move a model out of the store (kept aside for a post-mortem) so it can never be loaded again."""
+        path = self.model_path(sha)
+        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
+        with self._lock:
+            if path.exists():
+                os.replace(path, target)
+        log.warning("store: model %s %s; moved to %s", sha[:12], why, target)
 
     # -- uploads -----------------------------------------------------------------------------------------
     def begin_upload(self, sha: str, total: int, offset: int) -> Upload:

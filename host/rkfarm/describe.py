@@ -28,8 +28,10 @@ def header_dict(header: package_pb2.PackageHeader) -> dict[str, Any]:
         for spec in header.inputs
     ]
     data["outputs"] = [_tensor(t) for t in header.outputs]
-    for key in ("salt", "nonce", "sealed_keys"):
-        data.get("encryption", {}).pop(key, None)
+    enc = data.get("encryption", {})
+    enc.pop("salt", None)
+    enc["recipients"] = [k.recipient for k in header.encryption.keys]
+    enc.pop("keys", None)
     return data
 
 
@@ -101,7 +103,10 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"  kept in float:   {', '.join(q['float_tensors'])}")
     enc = h.get("encryption", {})
     if enc.get("algorithm"):
-        lines.append(f"  encryption:      {enc['algorithm']} level {enc.get('crypt_level')} key {enc.get('key_id')}")
+        lines.append(
+            f"  encryption:      {enc['algorithm']} level {enc.get('crypt_level')} ({enc.get('kdf')}), "
+            f"for {', '.join(enc.get('recipients', [])) or 'nobody'}"
+        )
     if h.get("custom_string"):
         lines.append(f"  custom string:   {h['custom_string']}")
     lines.append("  inputs:")

@@ -26,7 +26,7 @@ from rkfarm_proto.v1 import common_pb2 as rkfarm__proto_dot_v1_dot_common__pb2
 from rkfarm_proto.v1 import package_pb2 as rkfarm__proto_dot_v1_dot_package__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brkfarm_proto/v1/agent.proto\x12\trkfarm.v1\x1a\x1crkfarm_proto/v1/common.proto\x1a\x1drkfarm_proto/v1/package.proto\"\r\n\x0bInfoRequest\"\xb9\x03\n\x0cInfoResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x16\n\x0esoc_compatible\x18\x04 \x01(\t\x12\x11\n\tnpu_cores\x18\x05 \x01(\r\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x07 \x03(\t\x12\x0c\n\x04\x61uth\x18\x08 \x01(\t\x12\x11\n\tcpu_count\x18\t \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\n \x01(\x04\x12\x18\n\x10max_upload_bytes\x18\x0b \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x0c \x01(\r\x12\x18\n\x10store_used_bytes\x18\r \x01(\x04\x12\x1c\n\x14store_capacity_bytes\x18\x0e \x01(\x04\x12\x37\n\x08versions\x18\x0f \x03(\x0b\x32%.rkfarm.v1.InfoResponse.VersionsEntry\x12\x10\n\x08uptime_s\x18\x10 \x01(\x01\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0fGetModelRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"N\n\x10GetModelResponse\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x15\n\rpartial_bytes\x18\x03 \x01(\x04\"O\n\x0bUploadChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"L\n\x0eUploadResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\"}\n\x0bLoadRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x11\n\tcore_mask\x18\x02 \x01(\r\x12\x12\n\nperf_debug\x18\x03 \x01(\x08\x12\x10\n\x08\x65val_mem\x18\x04 \x01(\x08\x12\x0f\n\x07lease_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\"\x83\x01\n\x0cLoadResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x06header\x18\x02 \x01(\x0b\x32\x18.rkfarm.v1.PackageHeader\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0f\n\x07lease_s\x18\x04 \x01(\x01\x12\x13\n\x0bload_time_s\x18\x05 \x01(\x01\"$\n\x0eSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\".\n\x11KeepAliveResponse\x12\x19\n\x11lease_remaining_s\x18\x01 \x01(\x01\"\x84\x01\n\x0cInferRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x03(\x0b\x32\x11.rkfarm.v1.Tensor\x12\x13\n\x0b\x64\x61ta_format\x18\x03 \x03(\t\x12\x14\n\x0cpass_through\x18\x04 \x03(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"\\\n\rInferResponse\x12\"\n\x07outputs\x18\x01 \x03(\x0b\x32\x11.rkfarm.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x13\n\x0brun_time_us\x18\x03 \x01(\x01\"V\n\x0f\x45valPerfRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04runs\x18\x02 \x01(\r\x12\x0e\n\x06warmup\x18\x03 \x01(\r\x12\x11\n\tper_layer\x18\x04 \x01(\x08\"\x9a\x01\n\tLayerTime\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07op_type\x18\x02 \x01(\t\x12\x11\n\tdata_type\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x14\n\x0cinput_shapes\x18\x05 \x01(\t\x12\x15\n\routput_shapes\x18\x06 \x01(\t\x12\x0f\n\x07time_us\x18\x07 \x01(\x01\x12\x0c\n\x04name\x18\x08 \x01(\t\"\x98\x01\n\x10\x45valPerfResponse\x12\x14\n\x0crun_times_us\x18\x01 \x03(\x01\x12$\n\x06layers\x18\x02 \x03(\x0b\x32\x14.rkfarm.v1.LayerTime\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x18\n\x10used_last_inputs\x18\x04 \x01(\x08\x12\x1d\n\x15profiled_run_times_us\x18\x05 \x03(\x01\"\x97\x01\n\x12\x45valMemoryResponse\x12\x14\n\x0cweight_bytes\x18\x01 \x01(\x04\x12\x16\n\x0einternal_bytes\x18\x02 \x01(\x04\x12\x13\n\x0bother_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x19\n\x11process_rss_bytes\x18\x06 \x01(\x04\"\x10\n\x0eUnloadResponse\"\x15\n\x13ListSessionsRequest\"\xbf\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x16\n\x0elast_used_unix\x18\x07 \x01(\x01\x12\x0f\n\x07lease_s\x18\x08 \x01(\x01\x12\x12\n\ninferences\x18\t \x01(\x04\"@\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.rkfarm.v1.SessionInfo2\xe3\x05\n\x05\x41gent\x12\x37\n\x04Info\x12\x16.rkfarm.v1.InfoRequest\x1a\x17.rkfarm.v1.InfoResponse\x12\x43\n\x08GetModel\x12\x1a.rkfarm.v1.GetModelRequest\x1a\x1b.rkfarm.v1.GetModelResponse\x12=\n\x06Upload\x12\x16.rkfarm.v1.UploadChunk\x1a\x19.rkfarm.v1.UploadResponse(\x01\x12\x37\n\x04Load\x12\x16.rkfarm.v1.LoadRequest\x1a\x17.rkfarm.v1.LoadResponse\x12\x44\n\tKeepAlive\x12\x19.rkfarm.v1.SessionRequest\x1a\x1c.rkfarm.v1.KeepAliveResponse\x12:\n\x05Infer\x12\x17.rkfarm.v1.InferRequest\x1a\x18.rkfarm.v1.InferResponse\x12\x44\n\x0bInferStream\x12\x17.rkfarm.v1.InferRequest\x1a\x18.rkfarm.v1.InferResponse(\x01\x30\x01\x12\x43\n\x08\x45valPerf\x12\x1a.rkfarm.v1.EvalPerfRequest\x1a\x1b.rkfarm.v1.EvalPerfResponse\x12\x46\n\nEvalMemory\x12\x19.rkfarm.v1.SessionRequest\x1a\x1d.rkfarm.v1.EvalMemoryResponse\x12>\n\x06Unload\x12\x19.rkfarm.v1.SessionRequest\x1a\x19.rkfarm.v1.UnloadResponse\x12O\n\x0cListSessions\x12\x1e.rkfarm.v1.ListSessionsRequest\x1a\x1f.rkfarm.v1.ListSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brkfarm_proto/v1/agent.proto\x12\trkfarm.v1\x1a\x1crkfarm_proto/v1/common.proto\x1a\x1drkfarm_proto/v1/package.proto\"\r\n\x0bInfoRequest\"\xe3\x03\n\x0cInfoResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x16\n\x0esoc_compatible\x18\x04 \x01(\t\x12\x11\n\tnpu_cores\x18\x05 \x01(\r\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x07 \x03(\t\x12\x0c\n\x04\x61uth\x18\x08 \x01(\t\x12\x11\n\tcpu_count\x18\t \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\n \x01(\x04\x12\x18\n\x10max_upload_bytes\x18\x0b \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x0c \x01(\r\x12\x18\n\x10store_used_bytes\x18\r \x01(\x04\x12\x1c\n\x14store_capacity_bytes\x18\x0e \x01(\x04\x12\x37\n\x08versions\x18\x0f \x03(\x0b\x32%.rkfarm.v1.InfoResponse.VersionsEntry\x12\x10\n\x08uptime_s\x18\x10 \x01(\x01\x12\x12\n\npublic_key\x18\x11 \x01(\x0c\x12\x14\n\x0c\x66\x61rm_key_ids\x18\x12 \x03(\t\x1a/\n\rVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x0fGetModelRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"N\n\x10GetModelResponse\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x15\n\rpartial_bytes\x18\x03 \x01(\x04\"O\n\x0bUploadChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"L\n\x0eUploadResponse\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x16\n\x0ereceived_bytes\x18\x03 \x01(\x04\"}\n\x0bLoadRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x11\n\tcore_mask\x18\x02 \x01(\r\x12\x12\n\nperf_debug\x18\x03 \x01(\x08\x12\x10\n\x08\x65val_mem\x18\x04 \x01(\x08\x12\x0f\n\x07lease_s\x18\x05 \x01(\x01\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\"\x83\x01\n\x0cLoadResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x06header\x18\x02 \x01(\x0b\x32\x18.rkfarm.v1.PackageHeader\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0f\n\x07lease_s\x18\x04 \x01(\x01\x12\x13\n\x0bload_time_s\x18\x05 \x01(\x01\"$\n\x0eSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\".\n\x11KeepAliveResponse\x12\x19\n\x11lease_remaining_s\x18\x01 \x01(\x01\"\x84\x01\n\x0cInferRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12!\n\x06inputs\x18\x02 \x03(\x0b\x32\x11.rkfarm.v1.Tensor\x12\x13\n\x0b\x64\x61ta_format\x18\x03 \x03(\t\x12\x14\n\x0cpass_through\x18\x04 \x03(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\"\\\n\rInferResponse\x12\"\n\x07outputs\x18\x01 \x03(\x0b\x32\x11.rkfarm.v1.Tensor\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x13\n\x0brun_time_us\x18\x03 \x01(\x01\"V\n\x0f\x45valPerfRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04runs\x18\x02 \x01(\r\x12\x0e\n\x06warmup\x18\x03 \x01(\r\x12\x11\n\tper_layer\x18\x04 \x01(\x08\"\x9a\x01\n\tLayerTime\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07op_type\x18\x02 \x01(\t\x12\x11\n\tdata_type\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x14\n\x0cinput_shapes\x18\x05 \x01(\t\x12\x15\n\routput_shapes\x18\x06 \x01(\t\x12\x0f\n\x07time_us\x18\x07 \x01(\x01\x12\x0c\n\x04name\x18\x08 \x01(\t\"\x98\x01\n\x10\x45valPerfResponse\x12\x14\n\x0crun_times_us\x18\x01 \x03(\x01\x12$\n\x06layers\x18\x02 \x03(\x0b\x32\x14.rkfarm.v1.LayerTime\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x18\n\x10used_last_inputs\x18\x04 \x01(\x08\x12\x1d\n\x15profiled_run_times_us\x18\x05 \x03(\x01\"\x97\x01\n\x12\x45valMemoryResponse\x12\x14\n\x0cweight_bytes\x18\x01 \x01(\x04\x12\x16\n\x0einternal_bytes\x18\x02 \x01(\x04\x12\x13\n\x0bother_bytes\x18\x03 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x19\n\x11process_rss_bytes\x18\x06 \x01(\x04\"\x10\n\x0eUnloadResponse\"\x15\n\x13ListSessionsRequest\"\xbf\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x16\n\x0elast_used_unix\x18\x07 \x01(\x01\x12\x0f\n\x07lease_s\x18\x08 \x01(\x01\x12\x12\n\ninferences\x18\t \x01(\x04\"@\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.rkfarm.v1.SessionInfo2\xe3\x05\n\x05\x41gent\x12\x37\n\x04Info\x12\x16.rkfarm.v1.InfoRequest\x1a\x17.rkfarm.v1.InfoResponse\x12\x43\n\x08GetModel\x12\x1a.rkfarm.v1.GetModelRequest\x1a\x1b.rkfarm.v1.GetModelResponse\x12=\n\x06Upload\x12\x16.rkfarm.v1.UploadChunk\x1a\x19.rkfarm.v1.UploadResponse(\x01\x12\x37\n\x04Load\x12\x16.rkfarm.v1.LoadRequest\x1a\x17.rkfarm.v1.LoadResponse\x12\x44\n\tKeepAlive\x12\x19.rkfarm.v1.SessionRequest\x1a\x1c.rkfarm.v1.KeepAliveResponse\x12:\n\x05Infer\x12\x17.rkfarm.v1.InferRequest\x1a\x18.rkfarm.v1.InferResponse\x12\x44\n\x0bInferStream\x12\x17.rkfarm.v1.InferRequest\x1a\x18.rkfarm.v1.InferResponse(\x01\x30\x01\x12\x43\n\x08\x45valPerf\x12\x1a.rkfarm.v1.EvalPerfRequest\x1a\x1b.rkfarm.v1.EvalPerfResponse\x12\x46\n\nEvalMemory\x12\x19.rkfarm.v1.SessionRequest\x1a\x1d.rkfarm.v1.EvalMemoryResponse\x12>\n\x06Unload\x12\x19.rkfarm.v1.SessionRequest\x1a\x19.rkfarm.v1.UnloadResponse\x12O\n\x0cListSessions\x12\x1e.rkfarm.v1.ListSessionsRequest\x1a\x1f.rkfarm.v1.ListSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,45 +38,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREQUEST']._serialized_start=103
   _globals['_INFOREQUEST']._serialized_end=116
   _globals['_INFORESPONSE']._serialized_start=119
-  _globals['_INFORESPONSE']._serialized_end=560
-  _globals['_INFORESPONSE_VERSIONSENTRY']._serialized_start=513
-  _globals['_INFORESPONSE_VERSIONSENTRY']._serialized_end=560
-  _globals['_GETMODELREQUEST']._serialized_start=562
-  _globals['_GETMODELREQUEST']._serialized_end=595
-  _globals['_GETMODELRESPONSE']._serialized_start=597
-  _globals['_GETMODELRESPONSE']._serialized_end=675
-  _globals['_UPLOADCHUNK']._serialized_start=677
-  _globals['_UPLOADCHUNK']._serialized_end=756
-  _globals['_UPLOADRESPONSE']._serialized_start=758
-  _globals['_UPLOADRESPONSE']._serialized_end=834
-  _globals['_LOADREQUEST']._serialized_start=836
-  _globals['_LOADREQUEST']._serialized_end=961
-  _globals['_LOADRESPONSE']._serialized_start=964
-  _globals['_LOADRESPONSE']._serialized_end=1095
-  _globals['_SESSIONREQUEST']._serialized_start=1097
-  _globals['_SESSIONREQUEST']._serialized_end=1133
-  _globals['_KEEPALIVERESPONSE']._serialized_start=1135
-  _globals['_KEEPALIVERESPONSE']._serialized_end=1181
-  _globals['_INFERREQUEST']._serialized_start=1184
-  _globals['_INFERREQUEST']._serialized_end=1316
-  _globals['_INFERRESPONSE']._serialized_start=1318
-  _globals['_INFERRESPONSE']._serialized_end=1410
-  _globals['_EVALPERFREQUEST']._serialized_start=1412
-  _globals['_EVALPERFREQUEST']._serialized_end=1498
-  _globals['_LAYERTIME']._serialized_start=1501
-  _globals['_LAYERTIME']._serialized_end=1655
-  _globals['_EVALPERFRESPONSE']._serialized_start=1658
-  _globals['_EVALPERFRESPONSE']._serialized_end=1810
-  _globals['_EVALMEMORYRESPONSE']._serialized_start=1813
-  _globals['_EVALMEMORYRESPONSE']._serialized_end=1964
-  _globals['_UNLOADRESPONSE']._serialized_start=1966
-  _globals['_UNLOADRESPONSE']._serialized_end=1982
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1984
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=2005
-  _globals['_SESSIONINFO']._serialized_start=2008
-  _globals['_SESSIONINFO']._serialized_end=2199
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2201
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2265
-  _globals['_AGENT']._serialized_start=2268
-  _globals['_AGENT']._serialized_end=3007
+  _globals['_INFORESPONSE']._serialized_end=602
+  _globals['_INFORESPONSE_VERSIONSENTRY']._serialized_start=555
+  _globals['_INFORESPONSE_VERSIONSENTRY']._serialized_end=602
+  _globals['_GETMODELREQUEST']._serialized_start=604
+  _globals['_GETMODELREQUEST']._serialized_end=637
+  _globals['_GETMODELRESPONSE']._serialized_start=639
+  _globals['_GETMODELRESPONSE']._serialized_end=717
+  _globals['_UPLOADCHUNK']._serialized_start=719
+  _globals['_UPLOADCHUNK']._serialized_end=798
+  _globals['_UPLOADRESPONSE']._serialized_start=800
+  _globals['_UPLOADRESPONSE']._serialized_end=876
+  _globals['_LOADREQUEST']._serialized_start=878
+  _globals['_LOADREQUEST']._serialized_end=1003
+  _globals['_LOADRESPONSE']._serialized_start=1006
+  _globals['_LOADRESPONSE']._serialized_end=1137
+  _globals['_SESSIONREQUEST']._serialized_start=1139
+  _globals['_SESSIONREQUEST']._serialized_end=1175
+  _globals['_KEEPALIVERESPONSE']._serialized_start=1177
+  _globals['_KEEPALIVERESPONSE']._serialized_end=1223
+  _globals['_INFERREQUEST']._serialized_start=1226
+  _globals['_INFERREQUEST']._serialized_end=1358
+  _globals['_INFERRESPONSE']._serialized_start=1360
+  _globals['_INFERRESPONSE']._serialized_end=1452
+  _globals['_EVALPERFREQUEST']._serialized_start=1454
+  _globals['_EVALPERFREQUEST']._serialized_end=1540
+  _globals['_LAYERTIME']._serialized_start=1543
+  _globals['_LAYERTIME']._serialized_end=1697
+  _globals['_EVALPERFRESPONSE']._serialized_start=1700
+  _globals['_EVALPERFRESPONSE']._serialized_end=1852
+  _globals['_EVALMEMORYRESPONSE']._serialized_start=1855
+  _globals['_EVALMEMORYRESPONSE']._serialized_end=2006
+  _globals['_UNLOADRESPONSE']._serialized_start=2008
+  _globals['_UNLOADRESPONSE']._serialized_end=2024
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=2026
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2047
+  _globals['_SESSIONINFO']._serialized_start=2050
+  _globals['_SESSIONINFO']._serialized_end=2241
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2243
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2307
+  _globals['_AGENT']._serialized_start=2310
+  _globals['_AGENT']._serialized_end=3049
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("agent_id", "hostname", "platform", "soc_compatible", "npu_cores", "agent_version", "backends", "auth", "cpu_count", "memory_total_bytes", "max_upload_bytes", "max_sessions", "store_used_bytes", "store_capacity_bytes", "versions", "uptime_s")
+    __slots__ = ("agent_id", "hostname", "platform", "soc_compatible", "npu_cores", "agent_version", "backends", "auth", "cpu_count", "memory_total_bytes", "max_upload_bytes", "max_sessions", "store_used_bytes", "store_capacity_bytes", "versions", "uptime_s", "public_key", "farm_key_ids")
     class VersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class InfoResponse(_message.Message):
     STORE_CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FARM_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     platform: str
@@ -53,7 +55,9 @@ class InfoResponse(_message.Message):
     store_capacity_bytes: int
     versions: _containers.ScalarMap[str, str]
     uptime_s: float
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., soc_compatible: _Optional[str] = ..., npu_cores: _Optional[int] = ..., agent_version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., auth: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_sessions: _Optional[int] = ..., store_used_bytes: _Optional[int] = ..., store_capacity_bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, str]] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    public_key: bytes
+    farm_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., soc_compatible: _Optional[str] = ..., npu_cores: _Optional[int] = ..., agent_version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., auth: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_sessions: _Optional[int] = ..., store_used_bytes: _Optional[int] = ..., store_capacity_bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, str]] = ..., uptime_s: _Optional[float] = ..., public_key: _Optional[bytes] = ..., farm_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("sha256",)

@@ -49,29 +49,37 @@ class QuantizationSummary(_message.Message):
     weights_only: bool
     def __init__(self, quantized: _Optional[bool] = ..., dtype: _Optional[str] = ..., algorithm: _Optional[str] = ..., method: _Optional[str] = ..., calibration_samples: _Optional[int] = ..., quantized_tensors: _Optional[int] = ..., float_tensors: _Optional[_Iterable[str]] = ..., weights_only: _Optional[bool] = ...) -> None: ...
 
+class SealedKey(_message.Message):
+    __slots__ = ("recipient", "ephemeral_public", "nonce", "wrapped_key")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    ephemeral_public: bytes
+    nonce: bytes
+    wrapped_key: bytes
+    def __init__(self, recipient: _Optional[str] = ..., ephemeral_public: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., wrapped_key: _Optional[bytes] = ...) -> None: ...
+
 class Encryption(_message.Message):
-    __slots__ = ("algorithm", "crypt_level", "key_id", "salt", "nonce", "kdf_iterations", "plaintext_size", "plaintext_sha256", "chunk_size", "sealed_keys")
+    __slots__ = ("algorithm", "crypt_level", "kdf", "salt", "scrypt_log2_n", "segment_size", "plaintext_size", "keys")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     CRYPT_LEVEL_FIELD_NUMBER: _ClassVar[int]
-    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    KDF_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
-    NONCE_FIELD_NUMBER: _ClassVar[int]
-    KDF_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SCRYPT_LOG2_N_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
     PLAINTEXT_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PLAINTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
-    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
-    SEALED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     algorithm: str
     crypt_level: int
-    key_id: str
+    kdf: str
     salt: bytes
-    nonce: bytes
-    kdf_iterations: int
+    scrypt_log2_n: int
+    segment_size: int
     plaintext_size: int
-    plaintext_sha256: str
-    chunk_size: int
-    sealed_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, algorithm: _Optional[str] = ..., crypt_level: _Optional[int] = ..., key_id: _Optional[str] = ..., salt: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., kdf_iterations: _Optional[int] = ..., plaintext_size: _Optional[int] = ..., plaintext_sha256: _Optional[str] = ..., chunk_size: _Optional[int] = ..., sealed_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    keys: _containers.RepeatedCompositeFieldContainer[SealedKey]
+    def __init__(self, algorithm: _Optional[str] = ..., crypt_level: _Optional[int] = ..., kdf: _Optional[str] = ..., salt: _Optional[bytes] = ..., scrypt_log2_n: _Optional[int] = ..., segment_size: _Optional[int] = ..., plaintext_size: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[SealedKey, _Mapping]]] = ...) -> None: ...
 
 class PackageHeader(_message.Message):
     __slots__ = ("format_version", "producer", "created_utc", "source_model_name", "source_model_sha256", "source_framework", "inputs", "outputs", "target_platform", "float_dtype", "custom_string", "quantization", "payload_kind", "payload_size", "payload_sha256", "encryption", "weight_bytes", "opset", "build_options", "activation_bytes")
