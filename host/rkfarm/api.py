@@ -207,6 +207,36 @@ class RKNN:
         return self.export_rknn(export_path, cpp_gen_cfg=cpp_gen_cfg)
 
     @_vendor_api(-1)
+    def export_encrypted_rknn_model(
+        self,
+        input_model: str | os.PathLike[str],
+        output_model: str | os.PathLike[str] | None = None,
+        crypt_level: int = 1,
+        *,
+        recipients: Sequence[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        algorithm: str = "AES-256-GCM",
+    ) -> int:
+        """Encrypt a package file: for the farm key (``RKFARM_FARM_KEY_FILE``), or sealed to ``recipients``
+        (agent ids or host:port) so that only those boards can open it. Output: ``{name}.crypt{ext}``."""
+        from rkfarm.keys import encrypt
+
+        source = Path(input_model)
+        if output_model is None:
+            output = source.with_name(source.stem + ".crypt" + (source.suffix or FILE_EXTENSION))
+            log.warning("export_encrypted_rknn_model: output_model is None, writing %s", output)
+        else:
+            output = Path(output_model)
+        if crypt_level not in (1, 2, 3):
+            log.warning("export_encrypted_rknn_model: crypt_level %r is not 1, 2 or 3; using 1", crypt_level)
+            crypt_level = 1
+        package = read_package(source)
+        sealed = encrypt(package, crypt_level, list(recipients or ()), Path(key_file) if key_file else None, algorithm)
+        write_package(output, sealed.header, sealed.payload)
+        log.info("encrypted %s -> %s (level %d)", source, output, crypt_level)
+        return 0
+
+    @_vendor_api(-1)
     def load_rknn(self, path: str | os.PathLike[str]) -> int:
         """Load a package made by export_rknn() (a vendor .rknn is accepted for boards with librknnrt)."""
         self._close_runtime()
@@ -269,7 +299,12 @@ class RKNN:
                 log.warning("init_runtime: device_id is ignored on the simulator (target=None)")
             from rkfarm.runtime.simulator import SimulatorRuntime
 
-            self._runtime = SimulatorRuntime(package, package.payload, options)
+            payload = package.payload
+            if package.encrypted:  # decrypted in memory only, with the host's farm key
+                from rkfarm.keys import host_keyring
+
+                payload = host_keyring().decrypt(package)
+            self._runtime = SimulatorRuntime(package, payload, options)
         else:
             self._runtime = self._open_remote(package, target, device_id, options)
         self._perf_debug = perf_debug

@@ -27,6 +27,7 @@ examples:
   rkfarm perf model.rkfm --device rk3588-board-1 --perf-debug
   rkfarm mem model.rkfm --device 192.168.1.40:50551 --json
   rkfarm run model.rkfm line.png --device rk3588-board-1
+  rkfarm keygen && rkfarm encrypt model.rkfm --level 2   # boards need the same farm key
 
 A model package (.rkfm) holds the optimized model and how to feed it (layout, mean/std). `rkfarm build`
 makes one from ONNX; the Python API (from rkfarm import RKNN) does the same with the vendor's method names.
@@ -172,7 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_devices(sub)
     _add_perf_mem(sub)
+    _add_crypto(sub)
     return parser
+
+
+def _add_crypto(sub: Any) -> None:
+    k = sub.add_parser(
+        "keygen",
+        help="make a farm key file (the secret shared by this host and its boards)",
+        description="Write a new random farm key, mode 0600, to --out (default $RKFARM_FARM_KEY_FILE or "
+        "~/.config/rkfarm/farm.key). Copy it to each board (see deploy/) for `rkfarm-agent serve --farm-key-file`.",
+    )
+    k.add_argument("--out", type=Path, help="key file to create (never overwritten)")
+    k.set_defaults(func=cmd_keygen)
+    e = sub.add_parser(
+        "encrypt",
+        help="encrypt a model package for the farm key, or seal it to chosen boards",
+        description="Authenticated encryption of the payload (AES-256-GCM or ChaCha20-Poly1305). Level 1: fastest "
+        "load; 2: scrypt-hardened key and 1 MiB segments with their own keys; 3: stronger scrypt (128 MiB, "
+        "boards with >= 256 MB RAM) and 64 KiB segments. Agents load the result like any other package.",
+    )
+    e.add_argument("model", type=Path, help="model package (.rkfm)")
+    e.add_argument("-o", "--output", type=Path, help="default: MODEL.crypt.rkfm")
+    e.add_argument("--level", type=int, choices=[1, 2, 3], default=1, help="crypt level (default 1)")
+    e.add_argument("--for", dest="recipients", action="append", metavar="AGENT",
+                   help="seal to this agent only (id or host:port; repeatable) instead of the farm key")  # fmt: skip
+    e.add_argument("--key-file", type=Path, help="farm key file (default $RKFARM_FARM_KEY_FILE)")
+    e.add_argument("--algorithm", choices=["AES-256-GCM", "ChaCha20-Poly1305"], default="AES-256-GCM")
+    e.set_defaults(func=cmd_encrypt)
 
 
 def _open_runtime(args: argparse.Namespace, perf_debug: bool = False) -> Any:
@@ -299,6 +327,27 @@ def cmd_mem(args: argparse.Namespace) -> int:
         rknn.release()
     if args.json:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from rkfarm.keys import make_farm_key
+    from rkfarm_proto.crypto import key_id, read_farm_key
+
+    path = make_farm_key(args.out)
+    print(f"wrote farm key {key_id(read_farm_key(path))} to {path} (mode 0600)")
+    return 0
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    from rkfarm.api import RKNN
+
+    output = args.output or args.model.with_name(args.model.stem + ".crypt.rkfm")
+    rknn = RKNN(raise_errors=True)
+    rknn.export_encrypted_rknn_model(
+        args.model, output, args.level, recipients=args.recipients, key_file=args.key_file, algorithm=args.algorithm
+    )
+    print(f"wrote {output}")
     return 0
 
 
