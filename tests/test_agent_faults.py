@@ -123,14 +123,14 @@ def test_upload_cut_off_is_invisible_then_resumes(make_agent: Callable[..., Agen
     assert agent.alive()
 
 
-def test_uploads_that_lie_are_refused(make_agent: Callable[..., AgentProcess]) -> None:
+def test_uploads_that_lie_are_refused(make_agent: Callable[..., AgentProcess], cls_package: Path) -> None:
     agent = make_agent()
     junk = b"not a model at all" * 100
     with grpc.insecure_channel(agent.address) as channel:
         stub = agent_pb2_grpc.AgentStub(channel)
         wrong_sha = hashlib.sha256(b"something else").hexdigest()
-        with pytest.raises(grpc.RpcError) as err:
-            stub.Upload(_chunks(wrong_sha, junk, 1000), timeout=10)
+        with pytest.raises(grpc.RpcError) as err:  # a real package announced under another hash
+            stub.Upload(_chunks(wrong_sha, blob_of(cls_package), 64 * 1024), timeout=10)
         assert err.value.code() == grpc.StatusCode.DATA_LOSS
         with pytest.raises(grpc.RpcError) as err:
             stub.Upload(_chunks(hashlib.sha256(junk).hexdigest(), junk, 1000), timeout=10)

@@ -15,6 +15,7 @@ from rkfarm_proto.errors import ForeignFormatError, PackageError
 from rkfarm_proto.package import (
     FORMAT_VERSION,
     MAGIC,
+    StreamVerifier,
     detect_format,
     pack,
     read_package,
@@ -144,3 +145,31 @@ def test_any_single_byte_change_is_caught(position: int, value: int) -> None:
     changed[position] = value
     with pytest.raises(PackageError):
         unpack(bytes(changed))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=4000), min_size=1, max_size=8))
+def test_stream_verifier_accepts_any_chunking(cuts: list[int]) -> None:
+    full, blob = pack(_header(), PAYLOAD)
+    verifier = StreamVerifier("s")
+    start = 0
+    for cut in [*sorted(set(cuts)), len(blob)]:
+        verifier.feed(blob[start:cut])
+        start = max(start, cut)
+    assert verifier.finish() == full
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "extra", "magic"])
+def test_stream_verifier_refuses_damage(damage: str) -> None:
+    _, blob = pack(_header(), PAYLOAD)
+    verifier = StreamVerifier("s")
+    with pytest.raises(PackageError):
+        if damage == "truncate":
+            verifier.feed(blob[:-10])
+        elif damage == "flip":
+            verifier.feed(blob[:-10] + bytes([blob[-10] ^ 1]) + blob[-9:])
+        elif damage == "extra":
+            verifier.feed(blob + b"!")
+        else:
+            verifier.feed(b"GIF89a" + blob[6:])
+        verifier.finish()

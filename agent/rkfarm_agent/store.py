@@ -30,7 +30,7 @@ from rkfarm_agent.errors import (
     UploadTooLargeError,
 )
 from rkfarm_proto.errors import PackageError
-from rkfarm_proto.package import ModelPackage, unpack
+from rkfarm_proto.package import ModelPackage, StreamVerifier, unpack
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Upload:
         self.total = total
         self.path = store.partial_dir / f"{sha}.part"
         self._hash = hashlib.sha256()
+        self._verifier = StreamVerifier(f"upload {sha[:12]}")
         self.received = 0
         if offset:
             existing = self.path.stat().st_size if self.path.exists() else 0
@@ -71,6 +72,7 @@ class Upload:
             with self.path.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     self._hash.update(block)
+                    self._verifier.feed(block)
             self._fh = self.path.open("ab")
         else:
             self._fh = self.path.open("wb")
@@ -79,6 +81,11 @@ class Upload:
     def write(self, data: bytes) -> None:
         if self.written + len(data) > self.total:
             raise UploadCorruptError(f"upload sends more than the announced {self.total} bytes; nothing was stored")
+        try:
+            self._verifier.feed(data)
+        except PackageError as exc:
+            self._discard()
+            raise StoreError(f"not a valid model package: {exc}") from None
         self._fh.write(data)
         self._hash.update(data)
         self.written += len(data)
@@ -87,8 +94,8 @@ class Upload:
     def commit(self) -> int:
         """Verify and publish; returns the size. The partial file is gone afterwards, whatever happens."""
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            # No fsync: after a power cut the store is re-hashed at start-up and a damaged model is quarantined,
+            # so durability costs a re-upload at worst, while fsync would halve upload speed on a board's eMMC.
             self._fh.close()
             if self.written != self.total:
                 raise UploadCorruptError(
@@ -97,14 +104,18 @@ class Upload:
             if self._hash.hexdigest() != self.sha:
                 self.path.unlink(missing_ok=True)
                 raise UploadCorruptError("uploaded bytes do not hash to the announced sha256; nothing was stored")
-            try:  # a package that does not check out never enters the store
-                unpack(self.path.read_bytes(), source=f"upload {self.sha[:12]}")
+            try:  # verified as it streamed in: a package that does not check out never enters the store
+                self._verifier.finish()
             except PackageError as exc:
                 self.path.unlink(missing_ok=True)
                 raise StoreError(f"not a valid model package: {exc}") from None
             return self._store._publish(self)
         finally:
             self._store._end_upload(self.sha)
+
+    def _discard(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Stop; keep what arrived so the host can resume."""

@@ -119,6 +119,24 @@ def pack(header: package_pb2.PackageHeader, payload: bytes) -> tuple[package_pb2
 
 def unpack(data: bytes, source: str = "<bytes>", verify_payload: bool = True) -> ModelPackage:
     """Decode and check a package. Every problem raises PackageError naming ``source`` and the problem."""
+    header = unpack_header(data, source)
+    head_end = _PREFIX.size + _PREFIX.unpack_from(data, 0)[2]
+    expected_end = head_end + header.payload_size
+    if len(data) < expected_end:
+        raise PackageError(
+            f"{source}: truncated: payload needs {header.payload_size} bytes, "
+            f"{len(data) - head_end} present (file is {len(data)} of {expected_end} bytes)"
+        )
+    if len(data) > expected_end:
+        raise PackageError(f"{source}: {len(data) - expected_end} unexpected bytes after the payload")
+    payload = bytes(data[head_end:expected_end])
+    if verify_payload and sha256_hex(payload) != header.payload_sha256:
+        raise PackageError(f"{source}: payload sha256 does not match the header; the file was altered or corrupted")
+    return ModelPackage(header=header, payload=payload)
+
+
+def unpack_header(data: bytes, source: str = "<bytes>") -> package_pb2.PackageHeader:
+    """Check the prefix and decode the header (``data`` must hold at least prefix + header)."""
     if len(data) < _PREFIX.size:
         kind = detect_format(data)
         if kind != "rkfm":
@@ -145,18 +163,60 @@ def unpack(data: bytes, source: str = "<bytes>", verify_payload: bool = True) ->
         header.ParseFromString(head)
     except DecodeError as exc:
         raise PackageError(f"{source}: header does not decode ({exc}); the file is corrupt") from None
-    expected_end = head_end + header.payload_size
-    if len(data) < expected_end:
-        raise PackageError(
-            f"{source}: truncated: payload needs {header.payload_size} bytes, "
-            f"{len(data) - head_end} present (file is {len(data)} of {expected_end} bytes)"
-        )
-    if len(data) > expected_end:
-        raise PackageError(f"{source}: {len(data) - expected_end} unexpected bytes after the payload")
-    payload = bytes(data[head_end:expected_end])
-    if verify_payload and sha256_hex(payload) != header.payload_sha256:
-        raise PackageError(f"{source}: payload sha256 does not match the header; the file was altered or corrupted")
-    return ModelPackage(header=header, payload=payload)
+    return header
+
+
+class StreamVerifier:
+    """Checks a package as its bytes arrive (prefix, header CRC and fields, payload size and sha256),
+    so a receiver never has to read a large file back to verify it."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._buffer = bytearray()  # prefix + header, until parsed
+        self._header: package_pb2.PackageHeader | None = None
+        self._payload_hash = hashlib.sha256()
+        self._payload_seen = 0
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        if self._header is None:
+            self._buffer += view
+            view = self._try_header()
+        if self._header is not None and len(view):
+            self._payload_seen += len(view)
+            if self._payload_seen > self._header.payload_size:
+                raise PackageError(f"{self._source}: unexpected bytes after the payload")
+            self._payload_hash.update(view)
+
+    def _try_header(self) -> memoryview:
+        if len(self._buffer) < _PREFIX.size:
+            return memoryview(b"")
+        _, _, head_len, _ = _PREFIX.unpack_from(self._buffer, 0)
+        if head_len > MAX_HEADER_BYTES or len(self._buffer) < _PREFIX.size + head_len:
+            if head_len > MAX_HEADER_BYTES:
+                unpack(bytes(self._buffer), self._source)  # raises the right message
+            return memoryview(b"")
+        head_end = _PREFIX.size + head_len
+        self._header = unpack_header(bytes(self._buffer[:head_end]), self._source)
+        rest = memoryview(bytes(self._buffer[head_end:]))
+        self._buffer = bytearray()
+        return rest
+
+    def finish(self) -> package_pb2.PackageHeader:
+        """The verified header; PackageError if the stream was short, long or altered."""
+        if self._header is None:
+            unpack(bytes(self._buffer), self._source)  # raises: too short for its own header
+            raise PackageError(f"{self._source}: truncated inside the header")
+        if self._payload_seen != self._header.payload_size:
+            raise PackageError(
+                f"{self._source}: truncated: payload needs {self._header.payload_size} bytes, "
+                f"{self._payload_seen} present"
+            )
+        if self._payload_hash.hexdigest() != self._header.payload_sha256:
+            raise PackageError(
+                f"{self._source}: payload sha256 does not match the header; the file was altered or corrupted"
+            )
+        return self._header
 
 
 def read_package(path: str | os.PathLike[str], verify_payload: bool = True) -> ModelPackage:
