@@ -178,13 +178,16 @@ class RKNN:
     ) -> int:
         """Optimize the loaded model and make the package: float16 by default, int8 with a dataset."""
         from rkfarm.build import build_package
+        from rkfarm.quant import quantize
 
         if self._loaded is None:
             raise StateError("build() needs a model: call load_onnx() (or another load_*) first")
         if auto_hybrid:
             raise NotSupportedError("build(auto_hybrid=True) is not available in this rkfarm build")
         self._close_runtime()
-        self._package = build_package(self._loaded, self._config, do_quantization, dataset, rknn_batch_size)
+        self._package = build_package(
+            self._loaded, self._config, do_quantization, dataset, rknn_batch_size, quantizer=quantize
+        )
         return 0
 
     @_vendor_api(-1)

@@ -116,7 +116,9 @@ def build_package(
             raise NotSupportedError("int8 quantization is not available in this rkfarm build")
         model, summary = quantizer(model, loaded, cfg, dataset)
     elif cfg.quantize_weight:
-        raise NotSupportedError("quantize_weight is not available in this rkfarm build")
+        from rkfarm.quant import quantize_weights
+
+        model, summary = quantize_weights(model, cfg)
     elif cfg.float_dtype == "float16":
         model = graph.to_float16(model)
     graph.name_nodes(model)

@@ -63,6 +63,14 @@ MODELS: dict[str, PackagedModel] = {
             (1, 3, 48, 320),
             "PP-OCRv4 text recognition (SVTR-LCNet, CTC)",
         ),
+        PackagedModel(
+            "yolov8n-nudenet",
+            "nudenet",
+            "nudenet",
+            "320n.onnx",
+            (1, 3, 320, 320),
+            "YOLOv8n detector (NudeNet 3.4, 18 classes), 320x320, RGB scaled to [0, 1]",
+        ),
     )
 }
 

@@ -1,0 +1,159 @@
+"""Post-training int8 quantization (RKNN's ``w8a8``) of a float ONNX model: plan, calibrate, rewrite as QDQ.
+
+``quantize(model, loaded, cfg, dataset)`` is the hook ``build()`` calls for ``do_quantization=True``:
+
+1. upgrade the opset to 13 if needed (per-channel QuantizeLinear), fold constant scales and offsets into the
+   preceding Conv/Gemm (``passes``), then decide which tensors get int8
+   parameters and which share them (``plan``);
+2. run the float model over the calibration set with those tensors exposed, streaming their statistics into
+   the configured algorithm (``collect``, ``calibrators``);
+3. turn ranges into parameters (``scheme``) and rewrite the graph as standard QDQ ONNX (``qdq``).
+
+``quantize_weights(model, cfg)`` is ``config(quantize_weight=True)`` with ``do_quantization=False``: weights
+stored int8 behind DequantizeLinear, everything computed in float. ``config_file`` reads and writes the
+per-tensor parameters in the vendor's ``.quantization.cfg`` YAML shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import onnx
+
+from rkfarm import graph
+from rkfarm.config import RknnConfig
+from rkfarm.errors import BuildError
+from rkfarm.frontends import LoadedGraph
+from rkfarm.quant.calibrators import CALIBRATORS
+from rkfarm.quant.passes import fold_affine
+from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan
+from rkfarm.quant.qdq import QuantTable, apply_qdq, ensure_opset, parameter_table, table_from_qdq
+from rkfarm_proto.v1 import package_pb2
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+DTYPE = "w8a8"
+
+__all__ = [
+    "CALIBRATORS",
+    "QuantOptions",
+    "QuantTable",
+    "calibrate",
+    "quantize",
+    "quantize_weights",
+    "table_from_qdq",
+]
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Quantizer options; the vendor-visible ones come from ``config()`` through ``from_config``."""
+
+    algorithm: str = "normal"  # a key of CALIBRATORS
+    per_channel: bool = True  # quantized_method='channel'
+    fuse: str = "relu"  # activations fused into the preceding op: "relu" (Relu/Clip) or "all"
+    memory_budget_bytes: int = 256 * 2**20  # exposed tensors of one calibration batch
+    max_batch: int = 16  # samples per calibration run, where the model allows batching
+
+    @classmethod
+    def from_config(cls, cfg: RknnConfig, **overrides: object) -> QuantOptions:
+        options = cls(algorithm=cfg.quantized_algorithm, per_channel=cfg.quantized_method == "channel")
+        return replace(options, **overrides)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in CALIBRATORS:
+            raise BuildError(f"unknown quantized_algorithm {self.algorithm!r}; choose one of {', '.join(CALIBRATORS)}")
+        if self.fuse not in FUSE_POLICIES:
+            raise BuildError(f"fuse must be one of {', '.join(FUSE_POLICIES)}, got {self.fuse!r}")
+
+
+@dataclass
+class Calibration:
+    """What calibration produced: the model it applies to, the plan, the parameters, the sample count."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    table: QuantTable
+    samples: int
+
+
+def calibrate(model: onnx.ModelProto, cfg: RknnConfig, dataset: str, options: QuantOptions) -> Calibration:
+    """Plan and calibrate ``model`` (simplified, shape-inferred float) on ``dataset``."""
+    from rkfarm.build import input_specs
+    from rkfarm.quant.collect import collect
+    from rkfarm.quant.dataset import CalibrationDataset
+
+    model = fold_affine(ensure_opset(model, MIN_OPSET))
+    data = CalibrationDataset(dataset, input_specs(model, cfg))
+    plan = make_plan(model, options.fuse, options.per_channel)
+    calibrator = CALIBRATORS[options.algorithm]()
+    collect(model, plan.activations, data, calibrator, options.memory_budget_bytes, options.max_batch)
+    started = time.perf_counter()
+    ranges = calibrator.compute(plan.groups)
+    log.info("%s ranges for %d groups in %.2f s", options.algorithm, len(ranges), time.perf_counter() - started)
+    return Calibration(model, plan, parameter_table(model, plan, ranges), len(data))
+
+
+def quantize(
+    model: onnx.ModelProto,
+    loaded: LoadedGraph,
+    cfg: RknnConfig,
+    dataset: str,
+    options: QuantOptions | None = None,
+) -> tuple[onnx.ModelProto, package_pb2.QuantizationSummary]:
+    """The int8 QDQ model and its summary (the ``Quantizer`` hook of ``build_package``)."""
+    options = options or QuantOptions.from_config(cfg)
+    result = calibrate(model, cfg, dataset, options)
+    quantized = apply_qdq(result.model, result.plan, result.table)
+    summary = package_pb2.QuantizationSummary(
+        quantized=True,
+        dtype=DTYPE,
+        algorithm=options.algorithm,
+        method="channel" if options.per_channel else "layer",
+        calibration_samples=result.samples,
+        quantized_tensors=len(result.plan.activations),
+    )
+    log.info(
+        "quantized %s: %d int8 activations, %d int8 weights (%s, per-%s)",
+        loaded.source_name,
+        len(result.plan.activations),
+        len(result.plan.weights),
+        summary.algorithm,
+        summary.method,
+    )
+    return quantized, summary
+
+
+def quantize_weights(
+    model: onnx.ModelProto, cfg: RknnConfig
+) -> tuple[onnx.ModelProto, package_pb2.QuantizationSummary]:
+    """Weights stored int8 (per channel or per tensor), computed in float (``float_dtype``)."""
+    per_channel = cfg.quantized_method == "channel"
+    model = ensure_opset(model, MIN_OPSET)
+    plan = make_plan(model, per_channel=per_channel)
+    plan = QuantPlan([], {}, {}, plan.weights, [])
+    out = apply_qdq(model, plan, parameter_table(model, plan, {}, activations=False))
+    if cfg.float_dtype == "float16":
+        out = _float16_compute(out)
+    summary = package_pb2.QuantizationSummary(
+        dtype=DTYPE, method="channel" if per_channel else "layer", weights_only=True
+    )
+    log.info("stored %d weights as int8; computing in %s", len(plan.weights), cfg.float_dtype)
+    return out, summary
+
+
+def _float16_compute(model: onnx.ModelProto) -> onnx.ModelProto:
+    """float16 compute after the float32 DequantizeLinear outputs, keeping float32 inputs and outputs."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    try:
+        converted = convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "DequantizeLinear"]
+        )
+    except Exception as exc:
+        raise BuildError(f"float16 conversion failed: {exc}; try config(float_dtype='float32')") from None
+    graph.topological_sort(converted)
+    return converted  # type: ignore[no-any-return]

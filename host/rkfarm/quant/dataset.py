@@ -1,0 +1,208 @@
+"""The vendor's calibration ``dataset.txt``: one sample per line, one file per model input.
+
+Format (as RKNN-Toolkit2 reads it): each non-blank line is one calibration sample; a model with several inputs
+takes one file per input on the line, separated by spaces, in input order. Files are images (jpg, jpeg, png,
+bmp; decoded with Pillow to RGB, or to grayscale for one-channel inputs) or ``.npy`` arrays. Relative paths are
+relative to the folder of the dataset file. Lines starting with ``#`` are comments (an rkfarm extension).
+
+Images are not resized: the vendor expects calibration images of the model's input size, and a silent resize
+would calibrate on pictures the deployed model never sees (a different aspect ratio or letterboxing), so an
+image of another size is an error naming the line. ``.npy`` arrays are taken like ``inference()`` inputs:
+NHWC for 4-D image inputs (NCHW accepted when unambiguous), with or without the batch dim.
+
+Every sample goes through the runtime's own ``InputAdapter`` with the package's input specs, so calibration
+sees exactly the numbers inference will see: layout, ``quant_img_RGB2BGR`` (images only), then
+``(x - mean) / std``. Every file is checked (existence, kind, size or shape) before any calibration work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from rkfarm.errors import DatasetError
+from rkfarm.images import IMAGE_SUFFIXES
+from rkfarm_agent.inputs import InputAdapter
+from rkfarm_proto.errors import InputError
+from rkfarm_proto.tensors import shape_str
+from rkfarm_proto.v1 import common_pb2, package_pb2
+
+log = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.generic]
+_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass(frozen=True)
+class SampleLine:
+    number: int  # 1-based line number in the dataset file
+    files: tuple[Path, ...]
+
+
+class CalibrationDataset:
+    """A parsed and checked ``dataset.txt``; iterate it for preprocessed samples (one array per input)."""
+
+    def __init__(self, path: str | Path, specs: Sequence[package_pb2.InputSpec]) -> None:
+        self.path = Path(path)
+        self._specs = [_batch_free(s) for s in specs]
+        self._adapter = InputAdapter(self._specs)
+        self.lines = self._parse()
+        for line in self.lines:
+            self._check(line)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self) -> Iterator[list[Array]]:
+        for line in self.lines:
+            yield self.load(line)
+
+    def _where(self, line: SampleLine | int) -> str:
+        number = line.number if isinstance(line, SampleLine) else line
+        return f"{self.path}: line {number}"
+
+    def _parse(self) -> list[SampleLine]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DatasetError(f"dataset file {self.path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"cannot read dataset file {self.path}: {exc}") from None
+        lines = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            stripped = raw.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            parts = stripped.split()
+            if len(parts) != len(self._specs):
+                names = ", ".join(s.tensor.name for s in self._specs)
+                raise DatasetError(
+                    f"{self._where(number)}: {len(parts)} file(s) for a model with {len(self._specs)} input(s) "
+                    f"({names}); give one file per input, separated by spaces"
+                )
+            files = tuple(p if p.is_absolute() else self.path.parent / p for p in map(Path, parts))
+            lines.append(SampleLine(number, files))
+        if not lines:
+            raise DatasetError(
+                f"dataset file {self.path} has no samples: write one image or .npy path per line "
+                "(several inputs: one file per input on the line)"
+            )
+        return lines
+
+    def _check(self, line: SampleLine) -> None:
+        """Existence, kind and size of each file, without decoding images."""
+        rows = None
+        for file, spec in zip(line.files, self._specs):
+            where = f"{self._where(line)}: {file}"
+            if not file.is_file():
+                raise DatasetError(f"{where}: no such file (relative paths start at {self.path.parent})")
+            suffix = file.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                self._check_image(file, spec, where)
+                n = 1
+            elif suffix == ".npy":
+                n = self._check_array(file, spec, where)
+            else:
+                raise DatasetError(
+                    f"{where}: not a calibration file; use images ({', '.join(sorted(IMAGE_SUFFIXES))}) or .npy"
+                )
+            if rows is not None and n != rows:
+                raise DatasetError(f"{self._where(line)}: the inputs of one sample have different batch sizes")
+            rows = n
+
+    @staticmethod
+    def _image_size(spec: package_pb2.InputSpec, where: str) -> tuple[int, int, int]:
+        dims = list(spec.tensor.shape)
+        if spec.tensor.layout != common_pb2.LAYOUT_NCHW or len(dims) != 4 or dims[1] not in _IMAGE_MODES:
+            raise DatasetError(
+                f"{where}: input {spec.tensor.name!r} {shape_str(dims)} is not an image input; give a .npy array"
+            )
+        return dims[1], dims[2], dims[3]
+
+    def _check_image(self, file: Path, spec: package_pb2.InputSpec, where: str) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        _, height, width = self._image_size(spec, where)
+        try:
+            with Image.open(file) as img:
+                size = img.size
+        except UnidentifiedImageError:
+            raise DatasetError(f"{where}: not an image Pillow can decode") from None
+        except OSError as exc:
+            raise DatasetError(f"{where}: cannot read: {exc}") from None
+        if size != (width, height):
+            raise DatasetError(
+                f"{where}: image is {size[0]}x{size[1]} but input {spec.tensor.name!r} takes {width}x{height} "
+                "(width x height); resize calibration images to the model's input size, as inference will see them"
+            )
+
+    def _check_array(self, file: Path, spec: package_pb2.InputSpec, where: str) -> int:
+        try:
+            arr = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
+        if not isinstance(arr, np.ndarray):
+            raise DatasetError(f"{where}: expected one array")
+        index = next(i for i, s in enumerate(self._specs) if s is spec)
+        try:
+            self._check_shape(index, arr.shape, arr.dtype)
+        except InputError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        return int(arr.shape[0]) if arr.ndim == len(spec.tensor.shape) else 1
+
+    def _check_shape(self, index: int, shape: tuple[int, ...], dtype: np.dtype[np.generic]) -> None:
+        """Run a zero-stride array of ``shape`` through the adapter; the other inputs get placeholders."""
+        arrays: list[Array] = [np.zeros([max(1, d) for d in s.tensor.shape], np.float32) for s in self._specs]
+        arrays[index] = np.broadcast_to(np.zeros((), dtype), shape)
+        formats: list[str | None] = ["nchw"] * len(arrays)
+        formats[index] = None
+        self._adapter(arrays, formats)
+
+    def load(self, line: SampleLine) -> list[Array]:
+        """The sample of one line, preprocessed: one float array per input, with a batch dim."""
+        arrays: list[Array] = []
+        formats: list[str | None] = []
+        for file, spec in zip(line.files, self._specs):
+            where = f"{self._where(line)}: {file}"
+            if file.suffix.lower() == ".npy":
+                try:
+                    arrays.append(np.load(file, allow_pickle=False))
+                except (ValueError, OSError) as exc:
+                    raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
+                formats.append(None)
+            else:
+                arrays.append(self._read_image(file, spec, where))
+                formats.append("nhwc")
+        try:
+            return self._adapter(arrays, formats)
+        except InputError as exc:
+            raise DatasetError(f"{self._where(line)}: {exc}") from None
+
+    def _read_image(self, file: Path, spec: package_pb2.InputSpec, where: str) -> Array:
+        from PIL import Image
+
+        channels, _, _ = self._image_size(spec, where)
+        try:
+            with Image.open(file) as img:
+                arr = np.asarray(img.convert(_IMAGE_MODES[channels]), dtype=np.uint8)
+        except OSError as exc:
+            raise DatasetError(f"{where}: cannot decode image: {exc}") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, np.newaxis]
+        if spec.quant_img_rgb2bgr and channels >= 3:
+            arr = np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=-1)
+        return arr
+
+
+def _batch_free(spec: package_pb2.InputSpec) -> package_pb2.InputSpec:
+    """A copy of ``spec`` whose batch dim is free: samples have one row, the model may take several."""
+    out = package_pb2.InputSpec()
+    out.CopyFrom(spec)
+    if out.tensor.shape:
+        out.tensor.shape[0] = -1
+    return out
