@@ -25,6 +25,17 @@ Every option has an environment variable: RKFARM_AGENT_ plus the option name in 
 e.g. RKFARM_AGENT_STORE_DIR=/var/lib/rkfarm-agent RKFARM_AGENT_MAX_SESSIONS=8.
 """
 
+CERTS_EPILOG = """\
+examples:
+  rkfarm-agent certs --out lab-pki --agent-name rock5b-1 --host 192.168.1.40 --client alice
+  rkfarm-agent certs --out lab-pki --agent-name rock5b-2 --host 192.168.1.41   # same CA, next board
+
+then on the board:   rkfarm-agent serve --tls-cert agent-rock5b-1.pem --tls-key agent-rock5b-1.key \\
+                                        --tls-client-ca ca.pem          # (mTLS; leave out for TLS only)
+and on the host:     RKFARM_TLS_CA=lab-pki/ca.pem RKFARM_TLS_CERT=lab-pki/client-alice.pem \\
+                     RKFARM_TLS_KEY=lab-pki/client-alice.key rkfarm devices
+"""
+
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -109,11 +120,77 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving (for scripts)")
     serve.add_argument("-v", "--verbose", action="count", default=0)
+    _add_access_options(serve.add_argument_group("access control (README: Security)"))
+    _add_limit_options(serve.add_argument_group("limits under load"), defaults)
 
     info = sub.add_parser("info", help="describe this machine as the agent would report it")
     info.add_argument("--platform", default=_env("platform", None))
     info.add_argument("--json", action="store_true")
+
+    certs = sub.add_parser(
+        "certs",
+        help="make a lab CA and TLS certificates for agents and hosts",
+        description="Create (or reuse) a lab CA in --out and issue an agent certificate and client certificates. "
+        "Private keys are written with mode 0600; existing files are never overwritten.",
+        epilog=CERTS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    certs.add_argument("--out", type=Path, required=True, help="folder for ca.pem/ca.key and the certificates")
+    certs.add_argument("--agent-name", help="issue agent-NAME.pem/.key (SANs: NAME, NAME.local, localhost, 127.0.0.1)")
+    certs.add_argument(
+        "--host", action="append", default=[], metavar="IP_OR_DNS", help="another SAN for the agent (repeatable)"
+    )
+    certs.add_argument(
+        "--client", action="append", default=[], metavar="NAME", help="issue client-NAME.pem/.key for mTLS (repeatable)"
+    )
+    certs.add_argument("--days", type=int, default=825, help="validity of the issued certificates (default 825)")
     return parser
+
+
+def _path_env(name: str) -> Path | None:
+    value = _env(name, None)
+    return Path(str(value)) if value else None
+
+
+def _add_access_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--token-file", type=Path, default=_path_env("token-file"), metavar="PATH",
+        help="require 'authorization: Bearer <token>' on every call; the token is read from this file (mode 0600)",
+    )  # fmt: skip
+    group.add_argument("--tls-cert", type=Path, default=_path_env("tls-cert"), metavar="PEM", help="serve TLS")
+    group.add_argument("--tls-key", type=Path, default=_path_env("tls-key"), metavar="PEM", help="key (mode 0600)")
+    group.add_argument(
+        "--tls-client-ca", type=Path, default=_path_env("tls-client-ca"), metavar="PEM",
+        help="mTLS: require client certificates signed by this CA",
+    )  # fmt: skip
+    group.add_argument(
+        "--open-health", action=argparse.BooleanOptionalAction, default=_bool_env("open-health", False),
+        help="health checks and reflection answer without the token (default off)",
+    )  # fmt: skip
+
+
+def _add_limit_options(group: argparse._ArgumentGroup, defaults: AgentConfig) -> None:
+    group.add_argument(
+        "--max-concurrent-runs", type=int, default=int(str(_env("max-concurrent-runs", defaults.max_concurrent_runs))),
+        help=f"model runs at once (default 2 x CPUs = {defaults.max_concurrent_runs})",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-run-wait-seconds", type=float,
+        default=float(str(_env("max-run-wait-seconds", defaults.max_run_wait_s))),
+        help="longest wait for a run slot before RESOURCE_EXHAUSTED (default 10)",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-streams", type=int, default=int(str(_env("max-streams", defaults.max_streams))),
+        help="streaming calls (InferStream, Upload) open at once (default 32)",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-streams-per-client", type=int,
+        default=int(str(_env("max-streams-per-client", defaults.max_streams_per_client))),
+    )  # fmt: skip
+    group.add_argument(
+        "--stream-stall-seconds", type=float, default=float(str(_env("stream-stall-seconds", defaults.stream_stall_s))),
+        help="cancel a stream whose client has not read a response for this long (default 60)",
+    )  # fmt: skip
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -134,6 +211,16 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         platform=args.platform,
         grace_s=args.grace,
         farm_key_files=args.farm_key_file or [],
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        open_health=args.open_health,
+        max_concurrent_runs=args.max_concurrent_runs,
+        max_run_wait_s=args.max_run_wait_seconds,
+        max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client,
+        stream_stall_s=args.stream_stall_seconds,
     )
 
 
@@ -181,6 +268,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from rkfarm_agent.certs import make_lab_pki
+
+    if args.agent_name is None and not args.client:
+        raise ValueError("say what to issue: --agent-name NAME and/or --client NAME")
+    pki = make_lab_pki(args.out, args.agent_name, args.host, args.client, args.days)
+    print(f"CA          {pki.ca_cert} ({'reused' if pki.ca_reused else 'new'}; keep {pki.ca_key} off the boards)")
+    if pki.agent_cert is not None:
+        print(f"agent       {pki.agent_cert}  {pki.agent_key}")
+    for name, (cert, key) in pki.clients.items():
+        print(f"client      {cert}  {key}  ({name})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if getattr(args, "verbose", 0) <= 1 else logging.DEBUG
@@ -188,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("zeroconf").setLevel(logging.WARNING)
     try:
-        return cmd_serve(args) if args.command == "serve" else cmd_info(args)
+        commands = {"serve": cmd_serve, "info": cmd_info, "certs": cmd_certs}
+        return commands[args.command](args)
     except (OSError, ValueError) as exc:
         print(f"rkfarm-agent: error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,12 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+def _cpus() -> int:
+    from rkfarm_agent.system import cpu_count
+
+    return cpu_count()
+
+
 @dataclass
 class AgentConfig:
     """Everything `rkfarm-agent serve` can be told. Sizes in bytes, times in seconds."""
@@ -26,10 +32,21 @@ class AgentConfig:
     max_lease_s: float = 3600.0
     max_request_s: float = 120.0  # EvalPerf and other long calls stop here
     max_concurrent_rpcs: int = 256
-    workers: int = 32
+    workers: int = 16  # threads for short calls, on top of one per allowed stream (max_streams)
+    max_concurrent_runs: int = field(default_factory=lambda: 2 * _cpus())  # model runs at once
+    max_run_wait_s: float = 10.0  # a call waits at most this long for a run slot, then RESOURCE_EXHAUSTED
+    max_streams: int = 32  # streaming calls (InferStream, Upload) open at once; each holds a thread
+    max_streams_per_client: int = 16
+    stream_stall_s: float = 60.0  # a stream whose client reads no response for this long is cancelled
     advertise: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)  # empty: all interfaces
     agent_id: str | None = None  # default: stable id kept in the store
     platform: str | None = None  # default: from /proc/device-tree/compatible
     grace_s: float = 10.0  # SIGTERM: time given to in-flight calls
     farm_key_files: list[Path] = field(default_factory=list)  # keys that open encrypted packages
+    # Access control (auth.py). Paths only: the token itself never appears in argv or the config.
+    token_file: Path | None = None  # bearer token every call must carry
+    tls_cert: Path | None = None  # PEM certificate (chain) of the agent
+    tls_key: Path | None = None  # its private key, mode 0600
+    tls_client_ca: Path | None = None  # mTLS: clients need a certificate signed by this CA
+    open_health: bool = False  # health and reflection answer without a token

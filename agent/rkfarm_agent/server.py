@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rkfarm_agent import __version__, system
 from rkfarm_agent.advertise import Advertiser
+from rkfarm_agent.auth import agent_auth
 from rkfarm_agent.backends import available_backends
 from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.service import AgentService
@@ -32,6 +33,7 @@ class AgentServer:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self.auth = agent_auth(config)  # first: a bad token or certificate file stops the agent right away
         self.platform, self.soc = system.detect_platform(config.platform)
         config.store_dir.mkdir(parents=True, exist_ok=True)
         self.agent_id = config.agent_id or system.stable_agent_id(config.store_dir)
@@ -53,6 +55,7 @@ class AgentServer:
         self.service = AgentService(
             config, self.store, self.sessions, self.agent_id, self.platform, self.soc, self.keyring
         )
+        self.service.auth_mode = self.auth.mode
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._server: grpc.Server | None = None
         self._advertiser: Advertiser | None = None
@@ -71,9 +74,13 @@ class AgentServer:
         ]
 
     def start(self) -> int:
+        # A streaming call holds a worker for its whole life: one thread per allowed stream, plus a reserve
+        # so short calls (Info, Load, Infer, KeepAlive) always find one (see limits.StreamGuard).
+        threads = self.config.max_streams + self.config.workers
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="rkfarm-rpc"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rkfarm-rpc"),
             options=self._options(),
+            interceptors=self.auth.interceptors,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         agent_pb2_grpc.add_AgentServicer_to_server(self.service, server)
@@ -85,7 +92,10 @@ class AgentServer:
         host = self.config.host
         address = f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
         try:
-            port = server.add_insecure_port(address)
+            if self.auth.credentials is not None:
+                port = server.add_secure_port(address, self.auth.credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc} (is another agent using the port?)") from None
         if port == 0:
@@ -95,9 +105,9 @@ class AgentServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "rkfarm-agent %s serving on %s (id %s, platform %s, backends %s)",
+            "rkfarm-agent %s serving on %s (id %s, platform %s, backends %s, auth %s)",
             __version__, address.rsplit(":", 1)[0] + f":{port}", self.agent_id, self.platform,
-            ",".join(available_backends()),
+            ",".join(available_backends()), self.auth.mode,
         )  # fmt: skip
         if self.config.advertise:
             advert = AgentAdvert(
@@ -124,6 +134,7 @@ class AgentServer:
         if self._server is not None:
             self._server.stop(grace).wait()
         self.sessions.close_all()
+        self.service.close()
         log.info("rkfarm-agent stopped")
 
     def wait(self) -> None:

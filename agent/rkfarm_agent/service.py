@@ -27,6 +27,7 @@ from rkfarm_agent.errors import (
     UploadCorruptError,
     UploadTooLargeError,
 )
+from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
 from rkfarm_agent.perf import dummy_feeds
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
@@ -44,6 +45,7 @@ STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
     (UnknownModelError, grpc.StatusCode.NOT_FOUND),
     (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TooManySessionsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (AgentBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UploadCorruptError, grpc.StatusCode.DATA_LOSS),
     (UploadConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (NoBackendError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -132,7 +134,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._soc = soc
         self._started = time.monotonic()
         self._versions = system.versions()
-        self.auth_mode = "none"
+        self.auth_mode = "none"  # set by the server from its auth settings (auth.py)
+        self._runs = RunLimiter(config.max_concurrent_runs, config.max_run_wait_s)
+        self._streams = StreamGuard(config.max_streams, config.max_streams_per_client, config.stream_stall_s)
+
+    def close(self) -> None:
+        self._streams.close()
 
     # -- identity ----------------------------------------------------------------------------------------
     @rpc
@@ -170,7 +177,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Upload(
         self, request_iterator: Iterable[agent_pb2.UploadChunk], context: grpc.ServicerContext
     ) -> agent_pb2.UploadResponse:
-        chunks = iter(request_iterator)
+        with self._streams.hold(_peer_host(context), "Upload", context):
+            return self._upload(iter(request_iterator))
+
+    def _upload(self, chunks: Iterator[agent_pb2.UploadChunk]) -> agent_pb2.UploadResponse:
         first = next(chunks, None)
         if first is None or not first.sha256:
             raise UploadConflictError("the first upload chunk must carry sha256 and total_size")
@@ -240,14 +250,17 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         )
 
     # -- inference ---------------------------------------------------------------------------------------
-    def _infer(self, session: Session, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
+    def _infer(
+        self, session: Session, request: agent_pb2.InferRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.InferResponse:
         arrays = [from_tensor(t) for t in request.inputs]
         formats = [f or None for f in request.data_format] or None
         passes = list(request.pass_through) or None
         feeds = session.adapter(arrays, formats, passes)
-        started = time.perf_counter_ns()
-        outputs = session.model.run(feeds)
-        run_us = (time.perf_counter_ns() - started) / 1000.0
+        with self._runs.slot(context.time_remaining()):
+            started = time.perf_counter_ns()
+            outputs = session.model.run(feeds)
+            run_us = (time.perf_counter_ns() - started) / 1000.0
         session.last_feeds = feeds
         session.inferences += 1
         names = [o.name for o in session.header.outputs]
@@ -260,23 +273,26 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     @rpc
     def Infer(self, request: agent_pb2.InferRequest, context: grpc.ServicerContext) -> agent_pb2.InferResponse:
         with self._sessions.use(request.session_id) as session:
-            return self._infer(session, request)
+            return self._infer(session, request, context)
 
     @stream_rpc
     def InferStream(
         self, request_iterator: Iterable[agent_pb2.InferRequest], context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.InferResponse]:
-        for request in request_iterator:
-            with self._sessions.use(request.session_id) as session:
-                response = self._infer(session, request)
-            yield response
+        with self._streams.hold(_peer_host(context), "InferStream", context) as ticket:
+            for request in request_iterator:
+                with self._sessions.use(request.session_id) as session:
+                    response = self._infer(session, request, context)
+                ticket.sending()  # the watchdog cancels the call if this send never completes
+                yield response
+                ticket.sent()
 
     # -- measurement -------------------------------------------------------------------------------------
     @rpc
     def EvalPerf(self, request: agent_pb2.EvalPerfRequest, context: grpc.ServicerContext) -> agent_pb2.EvalPerfResponse:
         runs = min(request.runs or 50, MAX_PERF_RUNS)
         warmup = min(request.warmup if request.warmup else 5, MAX_PERF_RUNS)
-        with self._sessions.use(request.session_id) as session:
+        with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
             feeds = session.last_feeds or dummy_feeds(session.header)
             deadline = time.monotonic() + min(self._config.max_request_s, context.time_remaining() or 1e9)
             for _ in range(warmup):
@@ -315,7 +331,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def EvalMemory(
         self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvalMemoryResponse:
-        with self._sessions.use(request.session_id) as session:
+        with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
             report = session.model.memory()
         return agent_pb2.EvalMemoryResponse(
             weight_bytes=report.weight_bytes,

@@ -1,0 +1,140 @@
+"""Bounds that keep one client from starving the others: model-run slots and long-lived call slots.
+
+* ``RunLimiter``: at most N model runs at once (``--max-concurrent-runs``). A call that finds no free slot
+  within its deadline, or within ``--max-run-wait-seconds``, is refused with RESOURCE_EXHAUSTED instead of
+  queueing without end.
+* ``StreamGuard``: the sync gRPC server gives each streaming call (InferStream, Upload) a worker thread for
+  its whole life, idle or not. The guard bounds such calls in total and per client, so the worker pool —
+  sized as streams + a reserve (``server.py``) — always has threads left for short calls. It also cancels a
+  stream whose client stopped reading: a response send that has not completed for ``--stream-stall-seconds``
+  (HTTP/2 flow control holds it) would otherwise pin a worker for as long as the connection lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+from rkfarm_proto.errors import RkfarmError
+
+log = logging.getLogger(__name__)
+
+
+class AgentBusyError(RkfarmError):
+    """No run slot or stream slot came free in time (RESOURCE_EXHAUSTED); retry later or use another agent."""
+
+
+class RunLimiter:
+    """A counting semaphore on model runs with a bounded wait."""
+
+    def __init__(self, slots: int, max_wait_s: float) -> None:
+        if slots < 1:
+            raise ValueError(f"max concurrent runs must be at least 1, not {slots}")
+        self.slots = slots
+        self.max_wait_s = max_wait_s
+        self._sem = threading.BoundedSemaphore(slots)
+
+    @contextmanager
+    def slot(self, time_remaining_s: float | None = None) -> Iterator[None]:
+        """Hold one run slot; waits at most max_wait_s, and ends a little before the call's deadline."""
+        wait_s = self.max_wait_s
+        if time_remaining_s is not None:
+            wait_s = min(wait_s, time_remaining_s - 0.05)  # answer before the client's own deadline fires
+        if not self._sem.acquire(timeout=max(0.0, wait_s)):
+            raise AgentBusyError(
+                f"all {self.slots} model-run slots stayed busy for {max(0.0, wait_s):.2f} s "
+                "(rkfarm-agent serve --max-concurrent-runs); retry later or use another agent"
+            )
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+class StreamTicket:
+    """One admitted streaming call. The handler brackets each response send with sending() / sent()."""
+
+    def __init__(self, peer: str, method: str, context: grpc.ServicerContext) -> None:
+        self.peer = peer
+        self.method = method
+        self.context = context
+        self.sending_since: float | None = None
+        self.stalled = False
+
+    def sending(self) -> None:
+        self.sending_since = time.monotonic()
+
+    def sent(self) -> None:
+        self.sending_since = None
+
+
+class StreamGuard:
+    """Admits streaming calls up to a total and a per-client count; cancels ones whose client stopped reading."""
+
+    def __init__(self, max_total: int, max_per_peer: int, stall_s: float) -> None:
+        self.max_total = max_total
+        self.max_per_peer = max_per_peer
+        self.stall_s = stall_s
+        self._active: set[StreamTicket] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="rkfarm-stream-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def active(self, peer: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for t in self._active if peer is None or t.peer == peer)
+
+    @contextmanager
+    def hold(self, peer: str, method: str, context: grpc.ServicerContext) -> Iterator[StreamTicket]:
+        ticket = StreamTicket(peer, method, context)
+        with self._lock:
+            if len(self._active) >= self.max_total:
+                raise AgentBusyError(
+                    f"the agent already serves {self.max_total} streaming calls (rkfarm-agent serve --max-streams); "
+                    "close idle runtimes or retry later"
+                )
+            mine = sum(1 for t in self._active if t.peer == peer)
+            if mine >= self.max_per_peer:
+                raise AgentBusyError(
+                    f"this client already has {mine} streaming calls open (the per-client limit, "
+                    "rkfarm-agent serve --max-streams-per-client); close some first"
+                )
+            self._active.add(ticket)
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                with self._lock:
+                    self._active.discard(ticket)
+
+        context.add_callback(release)  # also when the call ends without the handler noticing (cancelled)
+        try:
+            yield ticket
+        finally:
+            release()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(max(0.05, min(1.0, self.stall_s / 4))):
+            now = time.monotonic()
+            with self._lock:
+                stuck = [
+                    t for t in self._active
+                    if not t.stalled and t.sending_since is not None and now - t.sending_since > self.stall_s
+                ]  # fmt: skip
+            for ticket in stuck:
+                ticket.stalled = True
+                log.warning(
+                    "%s from %s: the client has not read a response for %.0f s; cancelling the call",
+                    ticket.method, ticket.peer, self.stall_s,
+                )  # fmt: skip
+                ticket.context.cancel()  # type: ignore[no-untyped-call]
