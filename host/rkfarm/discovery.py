@@ -6,6 +6,9 @@ Sources, merged by agent id:
   * ``RKFARM_AGENTS``: comma-separated ``host:port`` list;
   * an inventory file (``RKFARM_INVENTORY``, default ``~/.config/rkfarm/agents.txt``): one ``host:port`` per
     line, ``#`` comments allowed. Inventory agents are asked for their id and platform with the Info call.
+
+An agent's TXT record says which credentials it wants (``auth``); :func:`resolve` refuses, with what to set,
+an agent whose requirements this host cannot meet (see ``rkfarm.remote.credentials``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rkfarm.errors import RemoteError
+from rkfarm.remote.credentials import Credentials
 from rkfarm_proto.discovery import SERVICE_TYPE, AgentAdvert
 
 log = logging.getLogger(__name__)
@@ -125,11 +129,13 @@ def inventory_addresses(path: Path | None = None) -> list[str]:
     return list(dict.fromkeys(entries))
 
 
-def probe(address: str, timeout_s: float = 3.0, source: str = "address") -> Device:
-    """Ask the agent at host:port who it is."""
+def probe(
+    address: str, timeout_s: float = 3.0, source: str = "address", credentials: Credentials | None = None
+) -> Device:
+    """Ask the agent at host:port who it is (with the host's credentials: Info needs them too)."""
     from rkfarm.remote.client import AgentClient
 
-    with AgentClient(address, timeout_s=timeout_s) as client:
+    with AgentClient(address, timeout_s=timeout_s, credentials=credentials) as client:
         info = client.info()
     return Device(
         agent_id=info.agent_id,
@@ -184,7 +190,7 @@ def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -
     if device_id:
         for d in devices:
             if d.agent_id == device_id:
-                return d
+                return usable(d)
         known = ", ".join(d.agent_id for d in devices) or "none"
         raise RemoteError(
             f"no agent with id {device_id!r} found (found: {known}); give host:port, or add it to RKFARM_AGENTS "
@@ -192,7 +198,7 @@ def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -
         )
     matching = [d for d in devices if target is None or d.platform in (target, "unknown")]
     if len(matching) == 1:
-        return matching[0]
+        return usable(matching[0])
     if not matching:
         found = ", ".join(f"{d.agent_id} ({d.platform})" for d in devices) or "none"
         raise RemoteError(
@@ -201,6 +207,14 @@ def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -
         )
     ids = ", ".join(d.agent_id for d in matching)
     raise RemoteError(f"several agents match target {target!r} ({ids}): choose one with device_id=")
+
+
+def usable(device: Device, credentials: Credentials | None = None) -> Device:
+    """The device, or RemoteError saying what to set if this host cannot meet the auth it advertises."""
+    from rkfarm.remote.credentials import check_agent_auth
+
+    check_agent_auth(credentials or Credentials.load(), device.address, device.agent_id, device.auth)
+    return device
 
 
 def format_devices(devices: list[Device]) -> str:

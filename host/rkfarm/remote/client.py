@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm.errors import InputError, RemoteError
+from rkfarm.remote.credentials import Credentials, explain_refusal
 from rkfarm_proto.tensors import from_tensor, to_tensor
 from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
@@ -35,13 +36,27 @@ class SessionLostError(RemoteError):
     """The agent no longer has the session (restarted, or the lease expired)."""
 
 
-def _map_error(address: str, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
+class AgentAuthError(RemoteError):
+    """The agent refused this host's credentials, or requires ones the host does not have."""
+
+
+def _map_error(
+    address: str,
+    exc: grpc.RpcError,
+    inference: bool = False,
+    credentials: Credentials | None = None,
+    auth: str | None = None,
+) -> RemoteError | InputError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     if inference and code == grpc.StatusCode.INVALID_ARGUMENT:
         return InputError(details)  # the same error the simulator raises for the same input
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        err: RemoteError = AgentUnavailableError(f"agent at {address}: {code.name}: {details or 'no answer'}")
+    advice = explain_refusal(credentials, code, details, auth) if credentials is not None else None
+    if advice is not None and advice[1]:
+        err: RemoteError = AgentAuthError(f"agent at {address}: access failed: {advice[0]} [{code.name}: {details}]")
+    elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        hint = f"; {advice[0]}" if advice is not None else ""
+        err = AgentUnavailableError(f"agent at {address}: {code.name}: {details or 'no answer'}{hint}")
     elif code == grpc.StatusCode.NOT_FOUND and "session" in details:
         err = SessionLostError(f"agent at {address}: {code.name}: {details}")
     else:
@@ -56,28 +71,49 @@ def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(self, *args, **kwargs)
         except grpc.RpcError as exc:
-            raise _map_error(self.address, exc) from None
+            raise self.map_error(exc) from None
 
     return wrapper
 
 
 class AgentClient:
-    """One channel to one agent. Use as a context manager, or call close()."""
+    """One channel to one agent. Use as a context manager, or call close().
 
-    def __init__(self, address: str, timeout_s: float = 30.0, metadata: Sequence[tuple[str, str]] = ()) -> None:
+    Credentials (token, TLS, client certificate) come from the environment (see ``credentials.py``) unless
+    given; with a CA configured the channel is TLS. ``auth`` is the mode the agent advertised, if known: it
+    only sharpens error messages.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 30.0,
+        metadata: Sequence[tuple[str, str]] = (),
+        credentials: Credentials | None = None,
+        auth: str | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._metadata = tuple(metadata)
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                *message_limits(MAX_MESSAGE_BYTES),
-                *THROUGHPUT_OPTIONS,
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.enable_retries", 1),
-            ],
-        )
+        self.credentials = credentials if credentials is not None else Credentials.load()
+        self.auth = auth
+        self._metadata = (*self.credentials.metadata(), *metadata)
+        options: list[tuple[str, Any]] = [
+            *message_limits(MAX_MESSAGE_BYTES),
+            *THROUGHPUT_OPTIONS,
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 1),
+            *self.credentials.channel_options(),
+        ]
+        channel_credentials = self.credentials.channel_credentials()
+        if channel_credentials is not None:
+            self._channel = grpc.secure_channel(address, channel_credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
         self._stub: Any = agent_pb2_grpc.AgentStub(self._channel)
+
+    def map_error(self, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
+        """The rkfarm error for a failed call, with advice when credentials are the problem."""
+        return _map_error(self.address, exc, inference, self.credentials, self.auth)
 
     def __enter__(self) -> AgentClient:
         return self
@@ -189,19 +225,19 @@ class AgentClient:
         try:
             response = self._stub.Infer(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _map_error(self.address, exc, inference=True) from None
+            raise self.map_error(exc, inference=True) from None
         return [from_tensor(t) for t in response.outputs]
 
     def lockstep(self) -> LockstepStream:
         """A persistent InferStream for one-request-at-a-time calls: about half the overhead of unary calls."""
-        return LockstepStream(self._stub, self._metadata, self.timeout_s, self.address)
+        return LockstepStream(self._stub, self._metadata, self.timeout_s, self.address, self.map_error)
 
     def infer_stream(self, requests: Iterator[agent_pb2.InferRequest]) -> Iterator[agent_pb2.InferResponse]:
         """Responses in request order; errors surface as rkfarm exceptions while iterating."""
         try:
             yield from self._stub.InferStream(requests, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _map_error(self.address, exc, inference=True) from None
+            raise self.map_error(exc, inference=True) from None
 
     @_mapped
     def eval_perf(self, session_id: str, runs: int, warmup: int, per_layer: bool) -> agent_pb2.EvalPerfResponse:
@@ -239,7 +275,15 @@ class LockstepStream:
     dead (``broken``); open a new one.
     """
 
-    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...], timeout_s: float, address: str) -> None:
+    def __init__(
+        self,
+        stub: Any,
+        metadata: tuple[tuple[str, str], ...],
+        timeout_s: float,
+        address: str,
+        map_error: Callable[..., RemoteError | InputError] | None = None,
+    ) -> None:
+        self._map_error = map_error or functools.partial(_map_error, address)
         self._requests: queue.SimpleQueue[agent_pb2.InferRequest | None] = queue.SimpleQueue()
         self._responses = stub.InferStream(self._feed(), metadata=metadata)
         self._timeout_s = timeout_s
@@ -267,7 +311,7 @@ class LockstepStream:
             return response
         except grpc.RpcError as exc:
             self.broken = True
-            raise _map_error(self._address, exc, inference=True) from None
+            raise self._map_error(exc, inference=True) from None
         except StopIteration:
             self.broken = True
             raise AgentUnavailableError(f"agent at {self._address} ended the inference stream") from None

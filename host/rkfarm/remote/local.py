@@ -1,7 +1,9 @@
 """A real agent process on this machine, on loopback: for the demo, the benchmarks and the tests.
 
 It runs exactly what a board runs (``rkfarm-agent serve``), bound to 127.0.0.1 and advertised by mDNS on
-127.0.0.1 only, with its own model store.
+127.0.0.1 only, with its own model store. Extra ``serve`` options (``--token-file``, ``--tls-cert``, limits…)
+go in ``*extra``; ``credentials`` are what the readiness probe and ``alive()`` present (default: the
+environment's, like any AgentClient).
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from pathlib import Path
 
 from rkfarm.errors import RemoteError
 from rkfarm.remote.client import AgentClient
+from rkfarm.remote.credentials import Credentials
 
 
 class LocalAgent:
     """``rkfarm-agent serve`` in a subprocess. ``start()`` returns once it answers Info."""
 
     def __init__(
-        self, store: Path, agent_id: str, *extra: str, platform: str = "rk3588", advertise: bool = True
+        self,
+        store: Path,
+        agent_id: str,
+        *extra: str,
+        platform: str = "rk3588",
+        advertise: bool = True,
+        credentials: Credentials | None = None,
     ) -> None:
         self.store = store
+        self.credentials = credentials
         self.agent_id = agent_id
         self.extra = list(extra)
         self.platform = platform
@@ -60,7 +70,7 @@ class LocalAgent:
                 raise RemoteError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
             if port_file.exists():
                 self.port = int(port_file.read_text())
-                with AgentClient(self.address, timeout_s=5) as client:
+                with self.client(timeout_s=5) as client:
                     client.info()
                 self.started_in_s = time.perf_counter() - started
                 return self
@@ -92,9 +102,13 @@ class LocalAgent:
         self.kill()
         return self.start()
 
+    def client(self, timeout_s: float = 30.0) -> AgentClient:
+        """A client for this agent with the credentials it was started with."""
+        return AgentClient(self.address, timeout_s=timeout_s, credentials=self.credentials)
+
     def alive(self) -> bool:
         """The agent answers Info with its id."""
-        with AgentClient(self.address, timeout_s=5) as client:
+        with self.client(timeout_s=5) as client:
             return client.info().agent_id == self.agent_id
 
     def __enter__(self) -> LocalAgent:
