@@ -56,7 +56,13 @@ def _add_build(sub: Any) -> None:
         "build",
         help="build a model package from an ONNX model",
         description="Load an ONNX model, optimize it (constant folding, BatchNorm folding, dead-node removal), "
-        "convert it to float16 (or keep float32) and write a model package.",
+        "convert it to float16 (or keep float32) or quantize it to int8 (--quantize), and write a model package.",
+        epilog="int8 example:\n"
+        "  rkfarm build cls.onnx --input-size 1,3,48,192 --mean 127.5,127.5,127.5 --std 127.5,127.5,127.5 \\\n"
+        "      --quantize --dataset dataset.txt --algorithm mmse --quant-cfg cls.quantization.cfg\n"
+        "dataset.txt: one calibration sample per line (images of the model's input size, or .npy arrays);\n"
+        "relative paths start at the dataset file's folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, help="ONNX model file")
     p.add_argument("-o", "--output", type=Path, help="package to write (default: MODEL with .rkfm)")
@@ -79,6 +85,14 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--dataset", help="calibration dataset.txt (one sample per line)")
     p.add_argument("--algorithm", choices=["normal", "mmse", "kl_divergence"], default="normal")
     p.add_argument("--method", choices=["channel", "layer"], default="channel")
+    p.add_argument("--quantize-weight", action="store_true", help="without --quantize: int8 weights, float compute")
+    p.add_argument(
+        "--quant-cfg",
+        type=Path,
+        metavar="PATH",
+        help="write the per-tensor int8 parameters (min/max/scale/zero point) as YAML in the vendor's "
+        ".quantization.cfg shape",
+    )
     p.add_argument("--batch", type=int, metavar="N", help="build for batch N (rknn_batch_size)")
     p.add_argument("--json", action="store_true", help="print the package header as JSON")
     p.set_defaults(func=cmd_build)
@@ -239,6 +253,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         custom_string=args.custom_string,
         quantized_algorithm=args.algorithm,
         quantized_method=args.method,
+        quantize_weight=args.quantize_weight,
     )
     rknn.load_onnx(args.model, inputs=args.inputs, input_size_list=args.input_size, outputs=args.outputs)
     rknn.build(do_quantization=args.quantize, dataset=args.dataset, rknn_batch_size=args.batch)
@@ -246,6 +261,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     rknn.export_rknn(out)
     package = rknn.package
     assert package is not None
+    if args.quant_cfg:
+        import onnx
+
+        from rkfarm.quant import table_from_qdq, write_quant_cfg
+
+        table = table_from_qdq(onnx.load_from_string(package.payload))
+        if not table:
+            raise RkfarmError("--quant-cfg needs an int8 build: add --quantize --dataset FILE (or --quantize-weight)")
+        write_quant_cfg(args.quant_cfg, table)
     if args.json:
         print(json.dumps({"path": str(out), **header_dict(package.header)}, indent=2))
     else:

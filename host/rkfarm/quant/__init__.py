@@ -27,8 +27,9 @@ from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.quant.calibrators import CALIBRATORS
+from rkfarm.quant.config_file import QuantConfig, dump_quant_cfg, read_quant_cfg, write_quant_cfg
 from rkfarm.quant.passes import fold_affine
-from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan
+from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan, settle_concats
 from rkfarm.quant.qdq import QuantTable, apply_qdq, ensure_opset, parameter_table, table_from_qdq
 from rkfarm_proto.v1 import package_pb2
 
@@ -39,12 +40,16 @@ DTYPE = "w8a8"
 
 __all__ = [
     "CALIBRATORS",
+    "QuantConfig",
     "QuantOptions",
     "QuantTable",
     "calibrate",
+    "dump_quant_cfg",
     "quantize",
     "quantize_weights",
+    "read_quant_cfg",
     "table_from_qdq",
+    "write_quant_cfg",
 ]
 
 
@@ -92,7 +97,8 @@ def calibrate(model: onnx.ModelProto, cfg: RknnConfig, dataset: str, options: Qu
     calibrator = CALIBRATORS[options.algorithm]()
     collect(model, plan.activations, data, calibrator, options.memory_budget_bytes, options.max_batch)
     started = time.perf_counter()
-    ranges = calibrator.compute(plan.groups)
+    outputs = {o.name for o in model.graph.output}
+    ranges = settle_concats(plan, calibrator.compute(plan.groups, full_range=outputs))
     log.info("%s ranges for %d groups in %.2f s", options.algorithm, len(ranges), time.perf_counter() - started)
     return Calibration(model, plan, parameter_table(model, plan, ranges), len(data))
 
@@ -115,6 +121,7 @@ def quantize(
         method="channel" if options.per_channel else "layer",
         calibration_samples=result.samples,
         quantized_tensors=len(result.plan.activations),
+        float_tensors=result.plan.kept_float,
     )
     log.info(
         "quantized %s: %d int8 activations, %d int8 weights (%s, per-%s)",

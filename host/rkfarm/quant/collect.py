@@ -48,8 +48,8 @@ def _rows(model: onnx.ModelProto) -> int:
     return dims[0] if dims and dims[0] > 0 else 1
 
 
-def _scaled_shapes(model: onnx.ModelProto, tensors: Sequence[str], factor: int) -> dict[str, list[int]] | None:
-    """Inferred shapes of ``tensors`` with every input's batch multiplied by ``factor`` (None: unknown)."""
+def _scaled_shapes(model: onnx.ModelProto, factor: int) -> dict[str, list[int]] | None:
+    """Inferred shapes of every tensor with each input's batch multiplied by ``factor`` (None: unknown)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for value in graph.real_inputs(m):
@@ -64,26 +64,26 @@ def _scaled_shapes(model: onnx.ModelProto, tensors: Sequence[str], factor: int) 
         inferred = graph.infer_shapes(m)
     except BuildError:
         return None
-    values = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
-    shapes = {}
-    for name in tensors:
-        if name not in values:
-            return None
-        shapes[name] = graph.dims_of(values[name])
-    return shapes
+    return {
+        v.name: graph.dims_of(v) for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    }
 
 
 def batch_factor(model: onnx.ModelProto, tensors: Sequence[str], memory_budget_bytes: int, max_factor: int) -> int:
-    """How many model-batches to run at once: 1 unless every exposed tensor scales with the batch dim."""
-    base = _scaled_shapes(model, tensors, 1)
-    if base is None or any(not s or min(s) <= 0 for s in base.values()):
+    """How many model-batches to run at once: 1 unless every tensor of the graph scales with the batch dim
+    (shape inference at two batch sizes must agree), and as many as fit ``memory_budget_bytes`` of exposed
+    tensors."""
+    base = _scaled_shapes(model, 1)
+    if base is None or any(name not in base or not base[name] or min(base[name]) <= 0 for name in tensors):
         return 1
-    row_bytes = sum(int(np.prod(s)) * 4 for s in base.values())
+    row_bytes = sum(int(np.prod(base[name])) * 4 for name in tensors)
     factor = int(max(1, min(max_factor, memory_budget_bytes // max(row_bytes, 1))))
     if factor == 1:
         return 1
-    scaled = _scaled_shapes(model, tensors, factor)
-    if scaled is None or any(scaled[n] != [base[n][0] * factor, *base[n][1:]] for n in tensors):
+    scaled = _scaled_shapes(model, factor)
+    if scaled is None or any(
+        scaled.get(name) != ([dims[0] * factor, *dims[1:]] if dims else dims) for name, dims in base.items()
+    ):
         log.info("calibrating one batch at a time: the model's batch dim is fixed inside the graph")
         return 1
     return factor

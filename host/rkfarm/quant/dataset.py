@@ -134,7 +134,7 @@ class CalibrationDataset:
         except UnidentifiedImageError:
             raise DatasetError(f"{where}: not an image Pillow can decode") from None
         except OSError as exc:
-            raise DatasetError(f"{where}: cannot read: {exc}") from None
+            raise DatasetError(f"{where}: cannot read the image: {exc}") from None
         if size != (width, height):
             raise DatasetError(
                 f"{where}: image is {size[0]}x{size[1]} but input {spec.tensor.name!r} takes {width}x{height} "

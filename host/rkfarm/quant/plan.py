@@ -11,8 +11,8 @@ The plan mirrors how an int8 NPU executes a graph:
   fused into it (no requantization between them, as ONNX Runtime's integer kernels also fuse it); with
   ``fuse='all'`` every region following such an op is fused;
 * shape-only ops (Reshape, Transpose, MaxPool, Split, Slice, ...) reuse their input's parameters, which is exact;
-  a Concat input read by nothing else takes the Concat output's parameters, so the Concat needs no
-  requantization;
+  after calibration, a Concat input read by nothing else takes the Concat output's parameters, so the Concat
+  needs no requantization (``settle_concats``);
 * any other op runs in float between a DequantizeLinear and the next QuantizeLinear.
 """
 
@@ -53,6 +53,7 @@ ELEMENTWISE_OPS = frozenset(
 # regions that ONNX Runtime folds into the preceding integer kernel's output range
 RANGE_ONLY_OPS = frozenset({"Relu", "Clip"})
 FUSE_POLICIES = ("relu", "all")
+CONCAT_SPAN_RATIO = 16.0  # a model-output Concat whose inputs' ranges differ more than this stays float
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class QuantPlan:
     group_of: dict[str, str]  # tensor -> representative
     weights: list[WeightUse] = field(default_factory=list)
     fused: list[str] = field(default_factory=list)  # compute outputs kept float (fused activation)
+    concats: list[tuple[str, list[str], bool]] = field(default_factory=list)  # (output, inputs, is model output)
+    kept_float: list[str] = field(default_factory=list)  # model outputs left float by settle_concats
+    single_use: set[str] = field(default_factory=set)  # int8 tensors read by one op and not model outputs
 
 
 class _UnionFind:
@@ -176,7 +180,6 @@ def make_plan(model: onnx.ModelProto, fuse: str = "relu", per_channel: bool = Tr
                     int8.add(out)
     int8 &= floats
     int8 -= consts
-    _unify_concat_inputs(model, int8, consumers, graph_outputs, uf)
 
     order = [i.name for i in g.input] + [o for n in g.node for o in n.output]
     activations = [t for t in dict.fromkeys(order) if t in int8]
@@ -192,7 +195,14 @@ def make_plan(model: onnx.ModelProto, fuse: str = "relu", per_channel: bool = Tr
         len(fused),
         len(weights),
     )
-    return QuantPlan(activations, dict(groups), group_of, weights, sorted(fused))
+    concats = [
+        (n.output[0], [t for t in n.input if t in int8], n.output[0] in graph_outputs)
+        for n in g.node
+        if n.op_type == "Concat" and n.output[0] in int8
+    ]
+    plan = QuantPlan(activations, dict(groups), group_of, weights, sorted(fused), concats)
+    plan.single_use = {t for t in activations if len(consumers[t]) == 1 and t not in graph_outputs}
+    return plan
 
 
 def _pads_nonzero(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
@@ -209,19 +219,38 @@ def _pads_nonzero(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
     return init is None or bool(np.any(numpy_helper.to_array(init) != 0))
 
 
-def _unify_concat_inputs(
-    model: onnx.ModelProto,
-    int8: set[str],
-    consumers: dict[str, list[int]],
-    graph_outputs: set[str],
-    uf: _UnionFind,
-) -> None:
-    for node in model.graph.node:
-        if node.op_type != "Concat" or node.output[0] not in int8:
+def settle_concats(plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Decide each Concat from the calibrated ranges (changes ``plan`` and returns the final ranges).
+
+    * A model output that concatenates tensors of very different ranges (YOLO's box coordinates in pixels with
+      its class probabilities) stays float: one int8 scale for both would round every probability to 0. Its
+      inputs keep their own parameters.
+    * Otherwise an input read only by the Concat takes the Concat output's range, so the Concat is exact. The
+      output's statistics are those of all its inputs together, so this is the range a merged calibration of
+      the inputs would choose.
+    """
+    out = dict(ranges)
+    for output, inputs, is_model_output in plan.concats:
+        if output not in plan.group_of:
             continue
-        for t in node.input:
-            if t in int8 and len(consumers[t]) == 1 and t not in graph_outputs:
-                uf.union(node.output[0], t)
+        spans = [_span(ranges[plan.group_of[t]]) for t in inputs]
+        if is_model_output and spans and max(spans) > CONCAT_SPAN_RATIO * max(min(spans), 1e-12):
+            log.info(
+                "model output %r concatenates ranges %.3g to %.3g apart: kept float", output, min(spans), max(spans)
+            )
+            plan.kept_float.append(output)
+            continue
+        for t in inputs:
+            if t in plan.single_use:
+                out[plan.group_of[t]] = ranges[plan.group_of[output]]
+    if plan.kept_float:
+        dropped = set(plan.kept_float)
+        plan.activations = [t for t in plan.activations if t not in dropped]
+    return out
+
+
+def _span(r: tuple[float, float]) -> float:
+    return max(r[1], 0.0) - min(r[0], 0.0)
 
 
 def _weight_uses(model: onnx.ModelProto, int8: set[str], per_channel: bool) -> list[WeightUse]:

@@ -196,11 +196,16 @@ def _rename_output(node: onnx.NodeProto, old: str, new: str) -> None:
 
 
 def table_from_qdq(model: onnx.ModelProto) -> QuantTable:
-    """The parameters stored in a QDQ model, keyed as when they were made (activations and weights)."""
+    """The parameters stored in a QDQ model, keyed as when they were made, in graph order (a weight where the
+    op that reads it comes)."""
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     table: QuantTable = {}
+    weight_keys: dict[str, str] = {}  # DequantizeLinear output -> key
+    order: list[str] = []
     for node in g.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            order.extend(weight_keys[name] for name in node.input if name in weight_keys)
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
         is_weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
@@ -210,6 +215,10 @@ def table_from_qdq(model: onnx.ModelProto) -> QuantTable:
         if s_name not in inits or z_name not in inits:
             continue
         key = s_name.removesuffix("_scale")
+        if is_weight:
+            weight_keys[node.output[0]] = key
+        else:
+            order.append(key)
         zero = numpy_helper.to_array(inits[z_name])
         scale = numpy_helper.to_array(inits[s_name]).astype(np.float32).reshape(-1)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if zero.ndim == 1 else None
@@ -221,7 +230,7 @@ def table_from_qdq(model: onnx.ModelProto) -> QuantTable:
         else:
             qmin = -WEIGHT_LEVEL if is_weight else INT8_MIN
             table[key] = QuantParams("int8", scale, zero_point, qmin, INT8_MAX, axis)
-    return table
+    return {key: table[key] for key in dict.fromkeys([*order, *table])}
 
 
 def ensure_opset(model: onnx.ModelProto, minimum: int) -> onnx.ModelProto:

@@ -84,8 +84,9 @@ def activation_params(lo: float, hi: float) -> QuantParams:
         raise ValueError(f"cannot quantize a tensor with range [{lo}, {hi}]")
     if hi - lo < MIN_SPAN:
         hi = lo + MIN_SPAN
-    scale = np.float32((hi - lo) / 255.0)
-    zero_point = int(np.clip(np.round(-lo / float(scale)) - 128, INT8_MIN, INT8_MAX))
+    exact_scale = (hi - lo) / 255.0  # the zero point comes from the exact scale; the stored one is float32
+    zero_point = int(np.clip(np.round(-lo / exact_scale) - 128, INT8_MIN, INT8_MAX))
+    scale = np.float32(exact_scale)
     return QuantParams("int8", np.array([scale], np.float32), np.array([zero_point], np.int64), INT8_MIN, INT8_MAX)
 
 
