@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from rkfarm_agent.backends.base import Array, LoadedModel
+from rkfarm_agent.backends.base import Array, LayerTiming, LoadedModel
 from rkfarm_proto.tensors import to_numpy_dtype
-from rkfarm_proto.v1 import package_pb2
+from rkfarm_proto.v1 import agent_pb2, package_pb2
 
 
 def time_runs(model: LoadedModel, feeds: Sequence[Array], runs: int, warmup: int) -> list[float]:
@@ -22,6 +23,14 @@ def time_runs(model: LoadedModel, feeds: Sequence[Array], runs: int, warmup: int
         model.run(feeds)
         times.append((time.perf_counter_ns() - start) / 1000.0)
     return times
+
+
+def layer_to_proto(layer: LayerTiming) -> agent_pb2.LayerTime:
+    return agent_pb2.LayerTime(**dataclasses.asdict(layer))
+
+
+def layer_from_proto(message: agent_pb2.LayerTime) -> LayerTiming:
+    return LayerTiming(**{f.name: getattr(message, f.name) for f in dataclasses.fields(LayerTiming)})
 
 
 def dummy_feeds(header: package_pb2.PackageHeader) -> list[Array]:

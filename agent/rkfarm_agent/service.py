@@ -28,7 +28,7 @@ from rkfarm_agent.errors import (
     UploadTooLargeError,
 )
 from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
-from rkfarm_agent.perf import dummy_feeds
+from rkfarm_agent.perf import dummy_feeds, layer_to_proto
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import Keyring, KeyUnavailableError
@@ -310,19 +310,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             return agent_pb2.EvalPerfResponse(
                 profiled_run_times_us=profile.run_times_us if profile else [],
                 run_times_us=times,
-                layers=[
-                    agent_pb2.LayerTime(
-                        index=layer.index,
-                        op_type=layer.op_type,
-                        data_type=layer.data_type,
-                        target=layer.target,
-                        input_shapes=layer.input_shapes,
-                        output_shapes=layer.output_shapes,
-                        time_us=layer.time_us,
-                        name=layer.name,
-                    )
-                    for layer in layers
-                ],
+                layers=[layer_to_proto(layer) for layer in layers],
                 backend=session.backend,
                 used_last_inputs=session.last_feeds is not None,
             )

@@ -21,7 +21,8 @@ from rkfarm.errors import RemoteError
 from rkfarm.perf import PerfData
 from rkfarm.remote.client import AgentClient, AgentUnavailableError, LockstepStream, SessionLostError
 from rkfarm.runtime import Array, Runtime
-from rkfarm_agent.backends.base import LayerTiming, LoadOptions, MemoryReport
+from rkfarm_agent.backends.base import LoadOptions, MemoryReport
+from rkfarm_agent.perf import layer_from_proto
 from rkfarm_proto.package import ModelPackage, pack, sha256_hex
 from rkfarm_proto.tensors import from_tensor
 from rkfarm_proto.v1 import agent_pb2
@@ -140,19 +141,7 @@ class RemoteRuntime(Runtime):
 
     def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
         response = self._call(lambda sid: self._client.eval_perf(sid, runs, warmup, perf_debug))
-        layers = [
-            LayerTiming(
-                index=layer.index,
-                op_type=layer.op_type,
-                data_type=layer.data_type,
-                target=layer.target,
-                input_shapes=layer.input_shapes,
-                output_shapes=layer.output_shapes,
-                time_us=layer.time_us,
-                name=layer.name,
-            )
-            for layer in response.layers
-        ]
+        layers = [layer_from_proto(layer) for layer in response.layers]
         return PerfData(
             run_times_us=list(response.run_times_us),
             layers=layers,
