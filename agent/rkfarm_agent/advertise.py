@@ -41,6 +41,7 @@ class Advertiser:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.registered = threading.Event()
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._register, name="rkfarm-mdns", daemon=True)
@@ -55,6 +56,11 @@ class Advertiser:
         version = IPVersion.All if v4 and v6 else IPVersion.V6Only if v6 else IPVersion.V4Only
         try:
             zc = Zeroconf(interfaces=self._interfaces or InterfaceChoice.All, ip_version=version)
+            with self._lock:
+                self._zc = zc
+                if self._stopping.is_set():
+                    zc.close()
+                    return
             info = ServiceInfo(
                 SERVICE_TYPE,
                 instance_name(self._advert.agent_id),
@@ -65,22 +71,26 @@ class Advertiser:
             )
             zc.register_service(info, allow_name_change=False)
         except Exception as exc:  # a board without multicast still serves gRPC; say why it is not found
-            log.error("mDNS advertising failed (%s); hosts must use host:port or an inventory file", exc)
+            if not self._stopping.is_set():
+                log.error("mDNS advertising failed (%s); hosts must use host:port or an inventory file", exc)
             return
         with self._lock:
-            self._zc, self._info = zc, info
+            self._info = info
         self.registered.set()
         log.info("advertising %s on %s port %d", instance_name(self._advert.agent_id), ", ".join(addresses), self._port)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Unregister (goodbye packets) if registered; if still probing, just close, which interrupts it."""
+        self._stopping.set()
         with self._lock:
             zc, info = self._zc, self._info
             self._zc = self._info = None
         if zc is not None:
             try:
-                zc.unregister_service(info)  # type: ignore[attr-defined]
+                if info is not None:
+                    zc.unregister_service(info)  # type: ignore[attr-defined]
             finally:
                 zc.close()  # type: ignore[attr-defined]
             log.info("stopped advertising")
+        if self._thread is not None:
+            self._thread.join(timeout=5)
