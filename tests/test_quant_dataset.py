@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import CLS_MEAN, CLS_SIZE, CLS_STD
@@ -14,6 +17,7 @@ from rkfarm.build import input_specs
 from rkfarm.config import RknnConfig
 from rkfarm.errors import DatasetError
 from rkfarm.frontends.onnx import load_onnx
+from rkfarm.quant import table_from_qdq
 from rkfarm.quant.dataset import CalibrationDataset
 from rkfarm.samples import text_lines
 from rkfarm_proto.v1 import package_pb2
@@ -104,3 +108,68 @@ def test_build_reports_dataset_errors(cls_onnx: Path, folder: Path, rknn: RKNN) 
     assert quiet.build(do_quantization=True, dataset=str(folder / "nope.txt")) == -1
     assert isinstance(quiet.last_error, DatasetError)
     quiet.release()
+
+
+def _two_input_model(path: Path) -> Path:
+    """a + b -> Conv 3x3 -> Relu: a model with two image inputs."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "bias")
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Conv", ["sum", "w", "bias"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "two_inputs",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weight, bias],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_two_inputs_per_line(tmp_path: Path) -> None:
+    model = _two_input_model(tmp_path / "two.onnx")
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(12):
+        np.save(tmp_path / f"a{i}.npy", rng.integers(0, 256, (8, 8, 3)).astype(np.float32))  # HWC, no batch
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"b{i}.png")
+        lines.append(f"a{i}.npy b{i}.png")
+    (tmp_path / "dataset.txt").write_text("\n".join(lines))
+    with RKNN(raise_errors=True) as rknn:
+        rknn.config(mean_values=[[128] * 3, [0] * 3], std_values=[[128] * 3, [255] * 3], float_dtype="float32")
+        rknn.load_onnx(str(model))
+        rknn.build(do_quantization=True, dataset=str(tmp_path / "dataset.txt"))
+        assert rknn.package is not None and rknn.package.header.quantization.calibration_samples == 12
+        table = table_from_qdq(onnx.load_from_string(rknn.package.payload))
+        # a: (x - 128) / 128 of 0..255 -> [-1, 0.992]; b: x / 255 -> [0, 1] (zero point -128)
+        assert table["a"].min[0] == pytest.approx(-1.0, abs=0.01) and table["b"].zero_point.tolist() == [-128]
+        a = rng.integers(0, 256, (1, 8, 8, 3)).astype(np.float32)
+        b = rng.integers(0, 256, (1, 8, 8, 3)).astype(np.uint8)
+        rknn.init_runtime()
+        got = rknn.inference([a, b])
+    assert got is not None
+    want = _reference_two_inputs(model, (a - 128) / 128, b / 255.0)
+    assert np.abs(got[0] - want).max() < 0.05 * np.abs(want).max()
+
+
+def _reference_two_inputs(model: Path, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    feeds = {"a": a.transpose(0, 3, 1, 2).astype(np.float32), "b": b.transpose(0, 3, 1, 2).astype(np.float32)}
+    out: np.ndarray = session.run(None, feeds)[0]
+    return out
+
+
+def test_cli_reports_the_bad_line(cls_onnx: Path, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rkfarm.cli import main
+
+    bad = dataset(folder, "imgs/0.png\nimgs/1.png\nnotes.txt\n")
+    argv = ["build", str(cls_onnx), "-o", str(folder / "m.rkfm"), "--input-size", "1,3,48,192",
+            "--quantize", "--dataset", str(bad)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rkfarm: error: ") and "line 3" in err and "notes.txt" in err

@@ -1,8 +1,9 @@
 """Run the float model on the calibration set and stream every planned tensor into a calibrator.
 
 The model is run by ONNX Runtime with the planned tensors exposed as extra outputs. Samples are grouped into
-batches when the model's batch dim can grow (checked with shape inference: every exposed tensor must scale with
-the batch); the batch size is chosen so that one batch of exposed tensors fits ``memory_budget_bytes``. Each
+batches when the model's batch dim can grow (checked with shape inference at two batch sizes: every tensor of
+the graph must scale with the batch; Reshapes that spell the batch out as 1 are rewritten to keep it); the batch
+size is chosen so that one batch of exposed tensors fits ``memory_budget_bytes``. Each
 batch's outputs are folded into the calibrator and dropped, so memory does not grow with the dataset.
 """
 
