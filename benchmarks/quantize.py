@@ -22,7 +22,10 @@ this class of machine (from the issue) are printed alongside.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -98,16 +101,17 @@ def _ort_build(float_model: Path, calibration: np.ndarray, algorithm: str, out: 
         "mmse": CalibrationMethod.Percentile,
     }[algorithm]
     started = time.perf_counter()
-    quantize_static(
-        str(float_model),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=method,
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # quantize_static prints its progress
+        quantize_static(
+            str(float_model),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+        )
     return time.perf_counter() - started, out.read_bytes()
 
 
@@ -118,6 +122,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization warns on the root logger
 
     model = packaged_model("ppocr-cls").path()
     calibration_images = np.stack([line.image for line in text_lines(args.calibration, seed=1)])
