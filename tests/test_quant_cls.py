@@ -216,3 +216,38 @@ def test_quantized_batch_build(cls_onnx: Path, cls_dataset: Path, cls_int8: dict
     assert batch is not None and batch[0].shape == (4, 2)
     single = run_package(cls_int8["normal"], images)
     np.testing.assert_allclose(batch[0], single, atol=1e-6)
+
+
+@pytest.mark.parametrize(("key", "size"), [("ppocr-cls", CLS_SIZE), ("ppocr-det", [1, 3, 96, 96])])
+def test_graph_passes_compute_the_same_float_model(key: str, size: list[int]) -> None:
+    """Constant nodes to initializers, BatchNorm and constant scale/offset folding: same outputs, fewer ops."""
+    from rkfarm.frontends.onnx import load_onnx
+    from rkfarm.graph import infer_shapes
+    from rkfarm.quant.passes import constants_to_initializers, fold_affine, fold_batchnorm
+    from rkfarm.zoo import packaged_model
+
+    before = infer_shapes(load_onnx(packaged_model(key).path(), None, [size], None, None).model)
+    after = fold_affine(fold_batchnorm(constants_to_initializers(before)))
+    ops_before = collections.Counter(n.op_type for n in before.graph.node)
+    ops_after = collections.Counter(n.op_type for n in after.graph.node)
+    assert ops_after["Constant"] == 0 and ops_after["BatchNormalization"] == 0
+    assert ops_after["Conv"] == ops_before["Conv"]
+    assert sum(ops_after.values()) < sum(ops_before.values()) - ops_before["Constant"]
+    x = np.random.default_rng(0).normal(0, 1, size).astype(np.float32)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (before, after)]
+    want, got = (s.run(None, {"x": x})[0] for s in run)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_unoptimized_graph_quantizes_every_weight(
+    cls_onnx: Path, cls_dataset: Path, cls_eval: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """optimization_level=0 skips onnxslim: the quantizer still finds the Constant-node weights and folds BN."""
+    package = build_int8(cls_onnx, cls_dataset, optimization_level=0)
+    ops = collections.Counter(n.op_type for n in _payload(package).graph.node)
+    assert ops["BatchNormalization"] == 0 and ops["Conv"] == 53
+    weights = [k for k, p in table_from_qdq(_payload(package)).items() if p.qmin == -127]
+    assert len(weights) == 54  # 53 convolutions and the classifier's MatMul
+    images, want = cls_eval
+    got = run_package(package, images[:100])
+    assert float(np.mean(got.argmax(1) == want[:100].argmax(1))) >= 0.965

@@ -2,9 +2,9 @@
 
 ``quantize(model, loaded, cfg, dataset)`` is the hook ``build()`` calls for ``do_quantization=True``:
 
-1. upgrade the opset to 13 if needed (per-channel QuantizeLinear), fold constant scales and offsets into the
-   preceding Conv/Gemm (``passes``), then decide which tensors get int8
-   parameters and which share them (``plan``);
+1. upgrade the opset to 13 if needed (per-channel QuantizeLinear), turn Constant nodes into initializers and
+   fold BatchNormalization and constant scales and offsets into the preceding Conv/Gemm (``passes``), decide
+   which tensors get int8 parameters and which share them (``plan``);
 2. run the float model over the calibration set with those tensors exposed, streaming their statistics into
    the configured algorithm (``collect``, ``calibrators``);
 3. turn ranges into parameters (``scheme``) and rewrite the graph as standard QDQ ONNX (``qdq``).
@@ -28,7 +28,7 @@ from rkfarm.errors import BuildError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.quant.calibrators import CALIBRATORS
 from rkfarm.quant.config_file import QuantConfig, dump_quant_cfg, read_quant_cfg, write_quant_cfg
-from rkfarm.quant.passes import fold_affine
+from rkfarm.quant.passes import constants_to_initializers, fold_affine, fold_batchnorm
 from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan, settle_concats
 from rkfarm.quant.qdq import QuantTable, apply_qdq, ensure_opset, parameter_table, table_from_qdq
 from rkfarm_proto.v1 import package_pb2
@@ -91,7 +91,8 @@ def calibrate(model: onnx.ModelProto, cfg: RknnConfig, dataset: str, options: Qu
     from rkfarm.quant.collect import collect
     from rkfarm.quant.dataset import CalibrationDataset
 
-    model = fold_affine(ensure_opset(model, MIN_OPSET))
+    model = ensure_opset(model, MIN_OPSET)
+    model = graph.infer_shapes(fold_affine(fold_batchnorm(constants_to_initializers(model))))
     data = CalibrationDataset(dataset, input_specs(model, cfg))
     plan = make_plan(model, options.fuse, options.per_channel)
     calibrator = CALIBRATORS[options.algorithm]()

@@ -1,5 +1,12 @@
 """Graph passes that make a float model quantize better without changing what it computes.
 
+``constants_to_initializers``: Constant nodes become initializers, so weights exported as Constant nodes
+(paddle2onnx does this for every weight) are found and stored int8 even when ``optimization_level=0`` skips
+onnxslim's constant folding.
+
+``fold_batchnorm``: an inference BatchNormalization after a Conv/ConvTranspose/Gemm becomes the per-channel
+scale and offset it is, which ``fold_affine`` then folds (onnxslim does the same at ``optimization_level`` 3).
+
 ``fold_affine``: a Conv / ConvTranspose / Gemm followed by a multiplication or addition with a constant that
 is per output channel (or a scalar) — BatchNorm left unfused by the exporter, or the "learnable affine" scale
 and bias of PP-LCNetV3 — is folded into the op's weights and bias. Without this the op's output would be
@@ -22,6 +29,73 @@ log = logging.getLogger(__name__)
 
 _FOLDABLE = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1}  # producer -> channel axis of its output
 _AFFINE = frozenset({"Mul", "Div", "Add", "Sub"})
+
+
+def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every numeric Constant node of the main graph turned into an initializer of its name."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    kept = []
+    for node in m.graph.node:
+        value = _constant_value(node) if node.op_type == "Constant" else None
+        if value is None:
+            kept.append(node)
+        else:
+            m.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    del m.graph.node[:]
+    m.graph.node.extend(kept)
+    return m
+
+
+def _constant_value(node: onnx.NodeProto) -> npt.NDArray[np.generic] | None:
+    if len(node.attribute) != 1 or len(node.output) != 1:
+        return None
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(helper.get_attribute_value(attr), np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(helper.get_attribute_value(attr), np.int64)
+    return None  # strings and sparse tensors stay Constant nodes
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Inference BatchNormalization nodes with constant parameters become Mul + Add by per-channel constants."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name: t for t in m.graph.initializer}
+    ranks = {v.name: len(graph.dims_of(v)) for v in [*m.graph.value_info, *m.graph.input, *m.graph.output]}
+    nodes = []
+    for node in m.graph.node:
+        params = list(node.input[1:5])
+        rank = ranks.get(node.input[0], 0) if node.input else 0
+        if (
+            node.op_type != "BatchNormalization"
+            or len(node.output) != 1
+            or len(params) != 4
+            or not all(p in inits for p in params)
+            or rank < 2
+            or any(a.name == "training_mode" and a.i for a in node.attribute)
+        ):
+            nodes.append(node)
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in params)
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        shape = (-1, *([1] * (rank - 2)))  # per channel of an (N, C, ...) tensor
+        base = node.output[0]
+        m.graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale.reshape(shape).astype(np.float32), f"{base}_bn_scale"),
+                numpy_helper.from_array((beta - mean * scale).reshape(shape).astype(np.float32), f"{base}_bn_shift"),
+            ]
+        )
+        nodes.append(helper.make_node("Mul", [node.input[0], f"{base}_bn_scale"], [f"{base}_bn_scaled"]))
+        nodes.append(helper.make_node("Add", [f"{base}_bn_scaled", f"{base}_bn_shift"], [base]))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
 
 
 def fold_affine(model: onnx.ModelProto) -> onnx.ModelProto:
