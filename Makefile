@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rkfarm-installed
-# Real models for the demo and tests ship inside this PyPI package (installed without its heavy deps).
+# Real models for the demo and tests ship inside these PyPI packages (installed without their heavy deps).
 MODELS_PKG := rapidocr-onnxruntime==1.4.4 nudenet==3.4.2
 
 .PHONY: demo test lint typecheck unit bench proto clean

@@ -73,6 +73,18 @@ def describe_file(path: Path) -> dict[str, Any]:
     raise PackageError(f"{path}: not a model file rkfarm recognises (no package, .rknn or ONNX signature)")
 
 
+def _precision(h: dict[str, Any]) -> str:
+    q = h.get("quantization", {})
+    if q.get("weights_only"):
+        return f"int8 weights, {h.get('float_dtype') or 'float'} compute (quantize_weight)"
+    if q.get("quantized"):
+        return (
+            f"int8 ({q.get('dtype')}, {q.get('algorithm')}, per-{q.get('method')}, "
+            f"{q.get('calibration_samples')} calibration samples)"
+        )
+    return str(h.get("float_dtype") or "n/a")
+
+
 def format_info(info: dict[str, Any]) -> str:
     lines = [f"{info['path']}: {info['format']}, {info['size_bytes']} bytes"]
     if "note" in info:
@@ -89,13 +101,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"  target platform: {h['target_platform'] or 'any'}",
         f"  payload:         {h['payload_kind']}, {h['payload_size']} bytes, sha256 {h['payload_sha256'][:16]}…"
         + (f", opset {h['opset']}" if h.get("opset") else ""),
-        "  precision:       "
-        + (
-            f"int8 ({q.get('dtype')}, {q.get('algorithm')}, per-{q.get('method')}, "
-            f"{q.get('calibration_samples')} calibration samples)"
-            if q.get("quantized")
-            else h.get("float_dtype") or "n/a"
-        ),
+        f"  precision:       {_precision(h)}",
         f"  weights:         {int(h.get('weight_bytes', 0))} bytes; "
         f"peak activations {int(h.get('activation_bytes', 0))} bytes",
     ]
