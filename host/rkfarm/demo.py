@@ -56,15 +56,15 @@ def run_demo(count: int, workdir: Path, with_agent: bool = True) -> dict[str, An
         perf = rknn.eval_perf(is_print=False, runs=100, warmup=10)
         memory = rknn.eval_memory(is_print=False)
         assert perf is not None and memory is not None
-    correct = agree = 0
-    worst_diff = 0.0
-    for line, probs in zip(lines, sim_outputs):
+    refs = []
+    for line in lines:
         x = ((line.image.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[np.newaxis]
-        ref = reference.run(None, {"x": x})[0][0]
-        correct += int(probs.argmax() == line.label)
-        agree += int(probs.argmax() == ref.argmax())
-        worst_diff = max(worst_diff, float(np.abs(probs - ref).max()))
-    board = _on_local_agent(package_path, lines, sim_outputs, workdir) if with_agent else None
+        refs.append(reference.run(None, {"x": x})[0][0])
+    correct = sum(int(p.argmax() == line.label) for p, line in zip(sim_outputs, lines))
+    agree = sum(int(p.argmax() == r.argmax()) for p, r in zip(sim_outputs, refs))
+    worst_diff = max(float(np.abs(p - r).max()) for p, r in zip(sim_outputs, refs))
+    int8_path, int8 = _int8(onnx_path, model.input_size, lines, refs, workdir)
+    board = _on_local_agent(int8_path, lines, int8.pop("outputs"), workdir) if with_agent else None
     return {
         "model": str(onnx_path),
         "package": str(package_path),
@@ -82,7 +82,51 @@ def run_demo(count: int, workdir: Path, with_agent: bool = True) -> dict[str, An
             "internal_memory": memory["internal_memory"],
             "total_memory": memory["total_memory"],
         },
+        "int8": int8,
         "agent": board,
+    }
+
+
+def _int8(
+    onnx_path: Path, input_size: tuple[int, ...], lines: list[TextLine], refs: list[np.ndarray], workdir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Quantize to int8 (w8a8, kl_divergence) on 40 other rendered lines and score it like the float build."""
+    from PIL import Image
+
+    calib = workdir / "calibration"
+    calib.mkdir(exist_ok=True)
+    names = []
+    for i, line in enumerate(text_lines(40, seed=7)):
+        Image.fromarray(line.image).save(calib / f"line{i:02d}.png")
+        names.append(f"calibration/line{i:02d}.png")
+    dataset = workdir / "dataset.txt"
+    dataset.write_text("\n".join(names) + "\n")
+    path = workdir / "ppocr_cls_int8.rkfm"
+    started = time.perf_counter()
+    with RKNN(raise_errors=True) as rknn:
+        rknn.config(
+            mean_values=[[127.5] * 3], std_values=[[127.5] * 3], target_platform="rk3588",
+            quantized_algorithm="kl_divergence",
+        )  # fmt: skip
+        rknn.load_onnx(str(onnx_path), input_size_list=[list(input_size)])
+        rknn.build(do_quantization=True, dataset=str(dataset))
+        rknn.export_rknn(str(path))
+    build_s = time.perf_counter() - started
+    with RKNN(raise_errors=True) as rknn:
+        rknn.load_rknn(str(path))
+        rknn.init_runtime()
+        outputs = _classify(rknn, lines)
+        perf = rknn.eval_perf(is_print=False, runs=100, warmup=10)
+        assert perf is not None
+    cosines = [float(o @ r / (np.linalg.norm(o) * np.linalg.norm(r))) for o, r in zip(outputs, refs)]
+    return path, {
+        "package_bytes": path.stat().st_size,
+        "build_seconds": round(build_s, 3),
+        "accuracy_vs_labels": sum(int(o.argmax() == line.label) for o, line in zip(outputs, lines)) / len(lines),
+        "top1_agreement_vs_onnx": sum(int(o.argmax() == r.argmax()) for o, r in zip(outputs, refs)) / len(lines),
+        "mean_cosine_vs_onnx": float(np.mean(cosines)),
+        "median_us": perf.stats.median_us,
+        "outputs": outputs,
     }
 
 
@@ -158,11 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         f"  memory: weights {sim['weight_memory'] / 1024:.0f} KiB, activations {sim['internal_memory'] / 1024:.0f} KiB,"
         f" total {sim['total_memory'] / 1024:.0f} KiB"
     )
+    q = result["int8"]
+    print(f"int8 package (w8a8, kl_divergence, 40 calibration lines): {q['package_bytes']} bytes, built in "
+          f"{q['build_seconds']:.2f} s")  # fmt: skip
+    print(f"    accuracy vs labels        {q['accuracy_vs_labels']:.1%}")
+    print(f"    top-1 agreement vs ONNX   {q['top1_agreement_vs_onnx']:.1%}")
+    print(f"    mean cosine vs ONNX       {q['mean_cosine_vs_onnx']:.4f}")
+    print(f"    simulator median          {q['median_us']:.0f} us")
     board = result["agent"]
     if board:
-        print(f"board agent {board['agent_id']} at {board['address']} (local, loopback):")
+        print(f"board agent {board['agent_id']} at {board['address']} (local, loopback), int8 package:")
         print(f"  started in {board['agent_start_s']:.2f} s, found by mDNS in {board['discovery_s']:.2f} s")
-        print(f"  max |diff| vs simulator     {board['max_abs_diff_vs_simulator']:.2e}")
+        print(f"  max |diff| vs simulator   {board['max_abs_diff_vs_simulator']:.2e}")
         print(f"  eval_perf: median {board['median_us']:.0f} us, p99 {board['p99_us']:.0f} us, {board['fps']:.0f} FPS")
         print(f"  slowest layers: {'; '.join(board['slowest_layers'])}")
         print(
