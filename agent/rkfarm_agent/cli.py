@@ -181,11 +181,15 @@ def _add_limit_options(group: argparse._ArgumentGroup, defaults: AgentConfig) ->
     )  # fmt: skip
     group.add_argument(
         "--max-streams", type=int, default=int(str(_env("max-streams", defaults.max_streams))),
-        help="streaming calls (InferStream, Upload) open at once (default 32)",
+        help=f"InferStream calls open at once (default {defaults.max_streams})",
     )  # fmt: skip
     group.add_argument(
         "--max-streams-per-client", type=int,
         default=int(str(_env("max-streams-per-client", defaults.max_streams_per_client))),
+    )  # fmt: skip
+    group.add_argument(
+        "--max-uploads", type=int, default=int(str(_env("max-uploads", defaults.max_uploads))),
+        help=f"uploads at once, half of them per client (default {defaults.max_uploads})",
     )  # fmt: skip
     group.add_argument(
         "--stream-stall-seconds", type=float, default=float(str(_env("stream-stall-seconds", defaults.stream_stall_s))),
@@ -220,6 +224,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         max_run_wait_s=args.max_run_wait_seconds,
         max_streams=args.max_streams,
         max_streams_per_client=args.max_streams_per_client,
+        max_uploads=args.max_uploads,
         stream_stall_s=args.stream_stall_seconds,
     )
 

@@ -35,8 +35,9 @@ class AgentConfig:
     workers: int = 16  # threads for short calls, on top of one per allowed stream (max_streams)
     max_concurrent_runs: int = field(default_factory=lambda: 2 * _cpus())  # model runs at once
     max_run_wait_s: float = 10.0  # a call waits at most this long for a run slot, then RESOURCE_EXHAUSTED
-    max_streams: int = 32  # streaming calls (InferStream, Upload) open at once; each holds a thread
-    max_streams_per_client: int = 16
+    max_streams: int = 64  # InferStream calls open at once; each holds a thread while open
+    max_streams_per_client: int = 32
+    max_uploads: int = 8  # uploads at once (half of them per client); each holds a thread too
     stream_stall_s: float = 60.0  # a stream whose client reads no response for this long is cancelled
     advertise: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)  # empty: all interfaces

@@ -4,10 +4,11 @@
   within its deadline, or within ``--max-run-wait-seconds``, is refused with RESOURCE_EXHAUSTED instead of
   queueing without end.
 * ``StreamGuard``: the sync gRPC server gives each streaming call (InferStream, Upload) a worker thread for
-  its whole life, idle or not. The guard bounds such calls in total and per client, so the worker pool —
-  sized as streams + a reserve (``server.py``) — always has threads left for short calls. It also cancels a
-  stream whose client stopped reading: a response send that has not completed for ``--stream-stall-seconds``
-  (HTTP/2 flow control holds it) would otherwise pin a worker for as long as the connection lives.
+  its whole life, idle or not. One guard bounds InferStream calls and another uploads, each in total and per
+  client, so the worker pool — sized as streams + uploads + a reserve (``server.py``) — always has threads
+  left for short calls. It also cancels a stream whose client stopped reading: a response send that has not
+  completed for ``--stream-stall-seconds`` (HTTP/2 flow control holds it) would otherwise pin a worker for
+  as long as the connection lives.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class AgentBusyError(RkfarmError):
-    """No run slot or stream slot came free in time (RESOURCE_EXHAUSTED); retry later or use another agent."""
+    """No run slot or stream slot came free in time (RESOURCE_EXHAUSTED); retry later or use another agent.
+
+    Stream refusals say "streaming calls": rkfarm hosts recognise that and fall back to unary calls.
+    """
 
 
 class RunLimiter:
@@ -76,7 +80,18 @@ class StreamTicket:
 class StreamGuard:
     """Admits streaming calls up to a total and a per-client count; cancels ones whose client stopped reading."""
 
-    def __init__(self, max_total: int, max_per_peer: int, stall_s: float) -> None:
+    def __init__(
+        self,
+        max_total: int,
+        max_per_peer: int,
+        stall_s: float,
+        what: str = "streaming calls",
+        total_flag: str = "--max-streams",
+        peer_flag: str = "--max-streams-per-client",
+    ) -> None:
+        self.what = what
+        self.total_flag = total_flag
+        self.peer_flag = peer_flag
         self.max_total = max_total
         self.max_per_peer = max_per_peer
         self.stall_s = stall_s
@@ -96,14 +111,14 @@ class StreamGuard:
         with self._lock:
             if len(self._active) >= self.max_total:
                 raise AgentBusyError(
-                    f"the agent already serves {self.max_total} streaming calls (rkfarm-agent serve --max-streams); "
+                    f"the agent already serves {self.max_total} {self.what} (rkfarm-agent serve {self.total_flag}); "
                     "close idle runtimes or retry later"
                 )
             mine = sum(1 for t in self._active if t.peer == peer)
             if mine >= self.max_per_peer:
                 raise AgentBusyError(
-                    f"this client already has {mine} streaming calls open (the per-client limit, "
-                    "rkfarm-agent serve --max-streams-per-client); close some first"
+                    f"this client already has {mine} {self.what} open (the per-client limit, "
+                    f"rkfarm-agent serve {self.peer_flag}); close some first"
                 )
             self._active.add(ticket)
         released = threading.Event()

@@ -76,7 +76,7 @@ class AgentServer:
     def start(self) -> int:
         # A streaming call holds a worker for its whole life: one thread per allowed stream, plus a reserve
         # so short calls (Info, Load, Infer, KeepAlive) always find one (see limits.StreamGuard).
-        threads = self.config.max_streams + self.config.workers
+        threads = self.config.max_streams + self.config.max_uploads + self.config.workers
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rkfarm-rpc"),
             options=self._options(),

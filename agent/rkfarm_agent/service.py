@@ -28,6 +28,7 @@ from rkfarm_agent.errors import (
     UploadTooLargeError,
 )
 from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
+from rkfarm_agent.memtrim import MemoryTrimmer
 from rkfarm_agent.perf import dummy_feeds, layer_to_proto
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
@@ -137,9 +138,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.auth_mode = "none"  # set by the server from its auth settings (auth.py)
         self._runs = RunLimiter(config.max_concurrent_runs, config.max_run_wait_s)
         self._streams = StreamGuard(config.max_streams, config.max_streams_per_client, config.stream_stall_s)
+        self._uploads = StreamGuard(
+            config.max_uploads, max(1, config.max_uploads // 2), config.stream_stall_s, "uploads", "--max-uploads"
+        )
+
+        self._trimmer = MemoryTrimmer(lambda: len(self._sessions.snapshot()))
 
     def close(self) -> None:
         self._streams.close()
+        self._uploads.close()
+        self._trimmer.close()
 
     # -- identity ----------------------------------------------------------------------------------------
     @rpc
@@ -177,7 +185,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Upload(
         self, request_iterator: Iterable[agent_pb2.UploadChunk], context: grpc.ServicerContext
     ) -> agent_pb2.UploadResponse:
-        with self._streams.hold(_peer_host(context), "Upload", context):
+        with self._uploads.hold(_peer_host(context), "Upload", context):
             return self._upload(iter(request_iterator))
 
     def _upload(self, chunks: Iterator[agent_pb2.UploadChunk]) -> agent_pb2.UploadResponse:

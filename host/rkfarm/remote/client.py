@@ -24,6 +24,7 @@ from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
+STREAM_BACKOFF_S = 10.0  # after an agent refused a stream (all stream slots taken), unary calls this long
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
 
@@ -110,6 +111,7 @@ class AgentClient:
         else:
             self._channel = grpc.insecure_channel(address, options=options)
         self._stub: Any = agent_pb2_grpc.AgentStub(self._channel)
+        self._streams_refused_until = 0.0
 
     def map_error(self, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
         """The rkfarm error for a failed call, with advice when credentials are the problem."""
@@ -229,8 +231,17 @@ class AgentClient:
         return [from_tensor(t) for t in response.outputs]
 
     def lockstep(self) -> LockstepStream:
-        """A persistent InferStream for one-request-at-a-time calls: about half the overhead of unary calls."""
-        return LockstepStream(self._stub, self._metadata, self.timeout_s, self.address, self.map_error)
+        """A persistent InferStream for one-request-at-a-time calls: about half the overhead of unary calls.
+
+        When the agent has no stream slot left, it falls back to unary Infer calls for STREAM_BACKOFF_S.
+        """
+        return LockstepStream(
+            self._stub, self._metadata, self.timeout_s, self.address, self.map_error,
+            unary_until=self._streams_refused_until, on_refused=self._note_streams_refused,
+        )  # fmt: skip
+
+    def _note_streams_refused(self) -> None:
+        self._streams_refused_until = time.monotonic() + STREAM_BACKOFF_S
 
     def infer_stream(self, requests: Iterator[agent_pb2.InferRequest]) -> Iterator[agent_pb2.InferResponse]:
         """Responses in request order; errors surface as rkfarm exceptions while iterating."""
@@ -273,6 +284,11 @@ class LockstepStream:
 
     A watchdog cancels the call if a response takes longer than ``timeout_s``. After any error the stream is
     dead (``broken``); open a new one.
+
+    If the agent refuses the stream because all its stream slots are taken (RESOURCE_EXHAUSTED naming
+    "streaming calls", see rkfarm_agent.limits), the request goes as a unary Infer instead and ``on_refused``
+    is told; a stream built with ``unary_until`` in the future makes only unary calls, and reports itself
+    ``broken`` once that time has passed so that the caller tries a real stream again.
     """
 
     def __init__(
@@ -282,17 +298,35 @@ class LockstepStream:
         timeout_s: float,
         address: str,
         map_error: Callable[..., RemoteError | InputError] | None = None,
+        unary_until: float = 0.0,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._map_error = map_error or functools.partial(_map_error, address)
-        self._requests: queue.SimpleQueue[agent_pb2.InferRequest | None] = queue.SimpleQueue()
-        self._responses = stub.InferStream(self._feed(), metadata=metadata)
+        self._stub = stub
+        self._metadata = metadata
         self._timeout_s = timeout_s
         self._address = address
+        self._unary_until = unary_until
+        self._on_refused = on_refused
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self.broken = False
         self._closed = False
+        self._requests: queue.SimpleQueue[agent_pb2.InferRequest | None] = queue.SimpleQueue()
+        self._responses: Any = None
+        if unary_until > time.monotonic():
+            return
+        self._responses = stub.InferStream(self._feed(), metadata=metadata)
         threading.Thread(target=self._watchdog, name="rkfarm-stream-watchdog", daemon=True).start()
+
+    def _unary(self, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
+        try:
+            response: agent_pb2.InferResponse = self._stub.Infer(
+                request, timeout=self._timeout_s, metadata=self._metadata
+            )
+            return response
+        except grpc.RpcError as exc:
+            raise self._map_error(exc, inference=True) from None
 
     def _feed(self) -> Iterator[agent_pb2.InferRequest]:
         while True:
@@ -302,6 +336,10 @@ class LockstepStream:
             yield item
 
     def call(self, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
+        if self._responses is None:  # unary stand-in while the agent has no stream slot
+            if time.monotonic() >= self._unary_until:
+                self.broken = True
+            return self._unary(request)
         with self._cond:
             self._deadline = time.monotonic() + self._timeout_s
             self._cond.notify()
@@ -311,6 +349,11 @@ class LockstepStream:
             return response
         except grpc.RpcError as exc:
             self.broken = True
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "streaming calls" in (exc.details() or ""):
+                log.info("agent %s has no stream slot free (%s); unary calls for now", self._address, exc.details())
+                if self._on_refused is not None:
+                    self._on_refused()
+                return self._unary(request)  # the agent refused the stream before reading this request
             raise self._map_error(exc, inference=True) from None
         except StopIteration:
             self.broken = True
@@ -334,7 +377,8 @@ class LockstepStream:
 
     def close(self) -> None:
         self._requests.put(None)
-        self._responses.cancel()
+        if self._responses is not None:
+            self._responses.cancel()
         with self._cond:
             self._closed = True
             self._cond.notify()
