@@ -15,6 +15,7 @@ from rkfarm_agent.advertise import Advertiser
 from rkfarm_agent.auth import agent_auth
 from rkfarm_agent.backends import available_backends
 from rkfarm_agent.config import AgentConfig
+from rkfarm_agent.malformed import MalformedRequestInterceptor
 from rkfarm_agent.service import AgentService
 from rkfarm_agent.sessions import SessionManager
 from rkfarm_agent.store import ModelStore
@@ -80,7 +81,7 @@ class AgentServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rkfarm-rpc"),
             options=self._options(),
-            interceptors=self.auth.interceptors,
+            interceptors=[*self.auth.interceptors, MalformedRequestInterceptor()],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         agent_pb2_grpc.add_AgentServicer_to_server(self.service, server)
