@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,8 +36,8 @@ from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import Keyring, KeyUnavailableError
 from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
-from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
+from rkfarm_proto.tensors import from_tensor, to_numpy_dtype, to_tensor
+from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,25 @@ def stream_rpc(fn: F) -> F:
             _abort(context, exc, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _decode(tensor: common_pb2.Tensor, max_bytes: int) -> Any:
+    """from_tensor, after exact checks in Python integers: hostile shapes (2**40 x 2**40, or with a 0 dim)
+    overflow int64 products or make numpy refuse the reshape with a ValueError."""
+    shape = [int(d) for d in tensor.shape]
+    if all(d >= 0 for d in shape):
+        dt = to_numpy_dtype(tensor.dtype)
+        name = tensor.name[:40]
+        if math.prod(d for d in shape if d) * dt.itemsize > max_bytes:
+            raise InputError(
+                f"tensor {name!r}: shape {shape[:8]} is larger than this agent accepts ({max_bytes} bytes)"
+            )
+        size = math.prod(shape) * dt.itemsize
+        if size != len(tensor.data):
+            raise InputError(
+                f"tensor {name!r}: {len(tensor.data)} data bytes do not match {dt.name}{shape} ({size} bytes)"
+            )
+    return from_tensor(tensor)
 
 
 def _peer_host(context: grpc.ServicerContext) -> str:
@@ -261,7 +281,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def _infer(
         self, session: Session, request: agent_pb2.InferRequest, context: grpc.ServicerContext
     ) -> agent_pb2.InferResponse:
-        arrays = [from_tensor(t) for t in request.inputs]
+        arrays = [_decode(t, self._config.max_message_bytes) for t in request.inputs]
         formats = [f or None for f in request.data_format] or None
         passes = list(request.pass_through) or None
         feeds = session.adapter(arrays, formats, passes)
