@@ -1,6 +1,6 @@
 """Agent benchmarks on loopback, each against a baseline measured in the same run.
 
-  python benchmarks/agent.py [--quick] [--json] [--only latency,tensors,upload,startup,discovery]
+  python benchmarks/agent.py [--quick] [--json] [--only floor,latency,tensors,upload,startup,discovery]
 
 latency    remote inference round trip vs the same package in-process (PP-OCR classifier, batch 1):
            added latency p50/p90 (target p50 <= 0.3 ms); unary and streamed
@@ -9,6 +9,8 @@ tensors    8 MB in, 8 MB out round trip (a Neg model the script builds): effecti
 upload     model upload MB/s into a fresh store (target >= 300 MB/s) vs writing the file locally
 startup    agent start-to-serving time (target <= 1.5 s) and idle RSS (target <= 80 MB)
 discovery  time for the host to find 8 agents by mDNS on 127.0.0.1
+floor      the same kinds of call against a bare gRPC server doing no work (benchmarks/_grpc_floor.py): what
+           gRPC Python itself costs on this machine, under every figure above
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +42,7 @@ from rkfarm.remote.local import LocalAgent
 from rkfarm.samples import text_lines
 from rkfarm.zoo import packaged_model
 from rkfarm_proto.package import atomic_write, pack, read_package, sha256_hex
+from rkfarm_proto.tensors import to_tensor
 from rkfarm_proto.v1 import agent_pb2
 
 
@@ -112,6 +116,52 @@ def bench_stream(agent: LocalAgent, pkg: Path, count: int) -> dict[str, Any]:
         client.unload(session)
     assert n == count
     return {"requests": count, "unary_per_s": count / unary_s, "stream_per_s": count / stream_s}
+
+
+class GrpcFloor:
+    """benchmarks/_grpc_floor.py in a subprocess: gRPC Python with none of the agent's work."""
+
+    def __enter__(self) -> GrpcFloor:
+        script = Path(__file__).parent / "_grpc_floor.py"
+        self.proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.address = f"127.0.0.1:{int(self.proc.stdout.readline())}"
+        self.client = AgentClient(self.address)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def bench_floor(rounds: int) -> dict[str, Any]:
+    """What gRPC Python alone costs here: a small unary call, a lock-step stream step, 8 MB echo, upload."""
+    blob = np.random.default_rng(2).integers(0, 255, 64 << 20, dtype=np.uint8).tobytes()
+    with GrpcFloor() as floor:
+        stub = floor.client._stub
+        small = agent_pb2.GetModelRequest(sha256="0" * 64)
+        big = agent_pb2.InferRequest(inputs=[to_tensor(np.zeros(2 << 20, np.float32))])
+        stream = floor.client.lockstep()
+        step = agent_pb2.InferRequest(session_id="x")
+        s = interleaved(
+            {"unary": lambda: stub.GetModel(small, timeout=10), "stream": lambda: stream.call(step)},
+            rounds=rounds,
+            per_round=50,
+        )
+        stream.close()
+        echo = interleaved({"echo": lambda: stub.Infer(big, timeout=30)}, rounds=max(3, rounds // 2), per_round=5)
+        t0 = time.perf_counter()
+        stub.Upload(
+            (agent_pb2.UploadChunk(data=blob[i : i + (4 << 20)]) for i in range(0, len(blob), 4 << 20)), timeout=60
+        )
+        upload_s = time.perf_counter() - t0
+    return {
+        "unary_call_p50_us": median(s["unary"]),
+        "stream_step_p50_us": median(s["stream"]),
+        "echo_8MB_each_way_GBps": 2 * (8 << 20) / (median(echo["echo"]) * 1e-6) / 1e9,
+        "upload_discarded_MBps": len(blob) / upload_s / 1e6,
+    }
 
 
 def bench_tensors(agent: LocalAgent, work: Path, rounds: int) -> dict[str, Any]:
@@ -198,13 +248,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", default="latency,tensors,upload,startup,discovery")
+    parser.add_argument("--only", default="floor,latency,tensors,upload,startup,discovery")
     args = parser.parse_args()
     only = set(args.only.split(","))
     rounds = 5 if args.quick else 20
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rkfarm-bench-") as tmp:
         work = Path(tmp)
+        if "floor" in only:
+            results["grpc_floor"] = bench_floor(rounds)
         if only & {"latency", "tensors"}:
             pkg = build_cls(work / "cls.rkfm")
             with LocalAgent(work / "main" / "store", "bench-main", advertise=False) as agent:
