@@ -112,6 +112,7 @@ class AgentClient:
             self._channel = grpc.insecure_channel(address, options=options)
         self._stub: Any = agent_pb2_grpc.AgentStub(self._channel)
         self._streams_refused_until = 0.0
+        self._resumed_from = 0  # where the last upload attempt started
 
     def map_error(self, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
         """The rkfarm error for a failed call, with advice when credentials are the problem."""
@@ -127,11 +128,26 @@ class AgentClient:
         self._channel.close()
 
     def wait_ready(self, timeout_s: float) -> bool:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
-            return True
-        except grpc.FutureTimeoutError:
-            return False
+        """True once the agent answers a call (within timeout_s).
+
+        Right after an agent died the channel may still look connected; a call made then fails. So this
+        waits for an answer, not for the channel state: Info with wait_for_ready, repeated until it gets one.
+        Any answer counts, a refusal too (the call that follows reports it properly).
+        """
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                self._stub.Info(
+                    agent_pb2.InfoRequest(), timeout=remaining, metadata=self._metadata, wait_for_ready=True
+                )
+                return True
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return False
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    return True
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return False
 
     @_mapped
     def info(self) -> agent_pb2.InfoResponse:
@@ -151,26 +167,35 @@ class AgentClient:
         """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent.
 
         An upload the agent is still winding down (a previous call that was cut off) makes it answer
-        FAILED_PRECONDITION for a moment; that is retried with a short back-off.
+        FAILED_PRECONDITION for a moment; that is retried with a short back-off. A resumed upload the agent
+        refuses as corrupt (the kept part was damaged, e.g. by a crash or a bad disk) starts again from byte 0.
         """
         sha = sha256 or hashlib.sha256(blob).hexdigest()
+        resume = True
         for attempt in range(attempts):
             try:
-                return self._upload_once(blob, sha)
+                return self._upload_once(blob, sha, resume)
             except RemoteError as exc:
-                if getattr(exc, "code", None) != grpc.StatusCode.FAILED_PRECONDITION or attempt == attempts - 1:
+                code = getattr(exc, "code", None)
+                resumed = self._resumed_from > 0
+                if resume and resumed and code in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INVALID_ARGUMENT):
+                    resume = False
+                    log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
+                    continue
+                if code != grpc.StatusCode.FAILED_PRECONDITION or attempt == attempts - 1:
                     raise
                 log.debug("upload retry after: %s", exc)
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
     @_mapped
-    def _upload_once(self, blob: bytes, sha: str) -> int:
+    def _upload_once(self, blob: bytes, sha: str, resume: bool = True) -> int:
         status = self.model_status(sha)
         if status.present:
             log.debug("agent %s already has model %s", self.address, sha[:12])
             return 0
-        offset = status.partial_bytes if 0 < status.partial_bytes < len(blob) else 0
+        offset = status.partial_bytes if resume and 0 < status.partial_bytes < len(blob) else 0
+        self._resumed_from = offset
 
         def chunks() -> Iterator[agent_pb2.UploadChunk]:
             view = memoryview(blob)

@@ -186,7 +186,7 @@ def explain_refusal(
         return f"the agent does not speak TLS but this host does ({credentials.ca_source}); unset RKFARM_TLS_CA", True
     if "handshake" in low or "ssl" in low:
         return f"the TLS handshake failed ({credentials.describe()})", True
-    if "socket closed" in low or "connection reset" in low:  # what a TLS agent's refusal looks like
+    if "socket closed" in low and "stream removed" not in low:  # what a TLS agent's refusal looks like
         problems = credentials.problems_for(auth) if auth else []
         if problems:
             return "; ".join(problems), True

@@ -11,6 +11,7 @@ import getpass
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -90,21 +91,32 @@ class RemoteRuntime(Runtime):
             response.lease_s,
         )
 
-    def _reopen(self, why: Exception) -> None:
+    def _reopen(self, why: Exception, deadline: float) -> None:
         log.warning("%s; re-opening the session on %s", why, self.device.address)
-        if not self._client.wait_ready(RECONNECT_WAIT_S):
+        if not self._client.wait_ready(max(0.0, deadline - time.monotonic())):
             raise RemoteError(f"agent at {self.device.address} did not come back within {RECONNECT_WAIT_S:.0f} s")
         self._open()
 
     def _call(self, fn: Callable[[str], T]) -> T:
-        """Run fn(session_id); on a lost session or a restarting agent, re-open once and retry."""
-        try:
-            return fn(self._session_id)
-        except (SessionLostError, AgentUnavailableError) as exc:
-            if self._closed.is_set():
-                raise
-            self._reopen(exc)
-            return fn(self._session_id)
+        """Run fn(session_id); on a lost session or a restarting agent, re-open and retry for RECONNECT_WAIT_S.
+
+        A restart has a window where the old connection still looks usable; a re-open or retry that lands
+        in it fails the same way, so the cycle repeats until the deadline instead of giving up at once.
+        """
+        deadline: float | None = None
+        while True:
+            try:
+                return fn(self._session_id)
+            except (SessionLostError, AgentUnavailableError) as exc:
+                if self._closed.is_set():
+                    raise
+                deadline = deadline or time.monotonic() + RECONNECT_WAIT_S
+                if time.monotonic() >= deadline:
+                    raise
+                try:
+                    self._reopen(exc, deadline)
+                except AgentUnavailableError as again:
+                    log.debug("re-open failed (%s); trying again", again)
 
     def _keep_alive_loop(self) -> None:
         while not self._closed.wait(max(0.2, self._lease_granted / 3)):
