@@ -3,9 +3,14 @@
 #
 #   sudo ./install-agent.sh                         # rkfarm from PyPI
 #   sudo ./install-agent.sh --wheel rkfarm-0.1.0-py3-none-any.whl
+#   sudo ./install-agent.sh --token                 # require a bearer token: makes /etc/rkfarm/token
+#   sudo ./install-agent.sh --tls-cert agent-b1.pem --tls-key agent-b1.key [--tls-client-ca ca.pem]
 #   sudo ./install-agent.sh --uninstall
 #
-# It installs only the agent's packages (grpcio, protobuf, numpy, onnxruntime, zeroconf, psutil) into
+# Secrets (token, TLS key) are installed mode 0600, owned by the rkfarm user the service runs as, and named
+# in /etc/rkfarm/agent.env by path only. Make the certificates with `rkfarm-agent certs` (README: Security).
+#
+# It installs only the agent's packages (grpcio, protobuf, numpy, onnxruntime, zeroconf, psutil, cryptography) into
 # /opt/rkfarm/venv — never the host-only ones (onnx, converters, quantizers). Safe to run again to upgrade.
 set -euo pipefail
 
@@ -15,13 +20,19 @@ CONF_DIR=/etc/rkfarm
 UNIT=/etc/systemd/system/rkfarm-agent.service
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SPEC="rkfarm"
+TOKEN=0
+TLS_CERT="" TLS_KEY="" TLS_CLIENT_CA=""
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --wheel) SPEC="$(realpath "$2")"; shift 2 ;;
     --spec) SPEC="$2"; shift 2 ;;
+    --token) TOKEN=1; shift ;;
+    --tls-cert) TLS_CERT="$(realpath "$2")"; shift 2 ;;
+    --tls-key) TLS_KEY="$(realpath "$2")"; shift 2 ;;
+    --tls-client-ca) TLS_CLIENT_CA="$(realpath "$2")"; shift 2 ;;
     --uninstall)
       systemctl disable --now rkfarm-agent 2>/dev/null || true
       rm -f "$UNIT"; systemctl daemon-reload
@@ -59,6 +70,42 @@ else
   echo "    keeping existing $CONF_DIR/agent.env"
 fi
 install -m 0644 "$HERE/rkfarm-agent.service" "$UNIT"
+
+# set_env KEY VALUE: put KEY=VALUE in agent.env (replacing an active or commented-out line).
+set_env() {
+  local file="$CONF_DIR/agent.env"
+  if grep -qE "^#? ?$1=" "$file"; then
+    sed -i -E "s|^#? ?$1=.*|$1=$2|" "$file"
+  else
+    echo "$1=$2" >>"$file"
+  fi
+}
+
+if [[ $TOKEN -eq 1 ]]; then
+  echo "==> access token"
+  if [[ ! -s "$CONF_DIR/token" ]]; then
+    (umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$CONF_DIR/token")
+  fi
+  chown rkfarm:rkfarm "$CONF_DIR/token"
+  chmod 0600 "$CONF_DIR/token"
+  set_env RKFARM_AGENT_TOKEN_FILE "$CONF_DIR/token"
+  echo "    hosts need it: copy it with 'sudo cat $CONF_DIR/token' into a 0600 file named by RKFARM_TOKEN_FILE"
+  [[ -n "$TLS_CERT" ]] || echo "    without TLS the token crosses the network in clear text: trusted labs only"
+fi
+
+if [[ -n "$TLS_CERT" || -n "$TLS_KEY" || -n "$TLS_CLIENT_CA" ]]; then
+  echo "==> TLS"
+  [[ -n "$TLS_CERT" && -n "$TLS_KEY" ]] || { echo "install-agent.sh: --tls-cert and --tls-key go together" >&2; exit 2; }
+  install -d -m 0750 -o root -g rkfarm "$CONF_DIR/tls"
+  install -m 0644 "$TLS_CERT" "$CONF_DIR/tls/agent.pem"
+  install -m 0600 -o rkfarm -g rkfarm "$TLS_KEY" "$CONF_DIR/tls/agent.key"
+  set_env RKFARM_AGENT_TLS_CERT "$CONF_DIR/tls/agent.pem"
+  set_env RKFARM_AGENT_TLS_KEY "$CONF_DIR/tls/agent.key"
+  if [[ -n "$TLS_CLIENT_CA" ]]; then
+    install -m 0644 "$TLS_CLIENT_CA" "$CONF_DIR/tls/client-ca.pem"
+    set_env RKFARM_AGENT_TLS_CLIENT_CA "$CONF_DIR/tls/client-ca.pem"
+  fi
+fi
 
 echo "==> service"
 systemctl daemon-reload

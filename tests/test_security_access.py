@@ -401,3 +401,23 @@ def test_host_credentials_from_the_environment(pki: LabFiles, token_file: Path) 
         Credentials.load(env={"RKFARM_TLS_CERT": str(pki.client_cert), "RKFARM_TLS_KEY": str(pki.client_key)})
     with pytest.raises(RemoteError, match=r"RKFARM_TOKEN_FILE=/nonexistent: cannot read"):
         Credentials.load(env={"RKFARM_TOKEN_FILE": "/nonexistent"})
+
+
+def test_deploy_example_settings_are_real_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commented access and limit setting in deploy/agent.env.example reaches its serve option."""
+    from rkfarm_agent.cli import _config, build_parser
+
+    example = (Path(__file__).resolve().parent.parent / "deploy" / "agent.env.example").read_text()
+    settings = dict(
+        line.removeprefix("# ").split("=", 1)
+        for line in example.splitlines()
+        if line.startswith("# RKFARM_AGENT_") and "=" in line
+    )
+    for key in ("TOKEN_FILE", "TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "OPEN_HEALTH", "MAX_CONCURRENT_RUNS",
+                "MAX_STREAMS", "MAX_UPLOADS", "STREAM_STALL_SECONDS"):  # fmt: skip
+        assert f"RKFARM_AGENT_{key}" in settings, key
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    config = _config(build_parser().parse_args(["serve"]))
+    assert config.token_file == Path("/etc/rkfarm/token") and config.tls_client_ca is not None
+    assert config.max_concurrent_runs == 8 and config.max_streams == 64 and config.stream_stall_s == 60
