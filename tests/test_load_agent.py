@@ -293,7 +293,7 @@ def test_32_clients_while_one_is_killed_and_one_stops_reading(
             for rt in runtimes:
                 rt.close()
             wait_for(lambda: not agent.client(timeout_s=5).list_sessions(), 10, "all sessions closed")
-            time.sleep(1.5)  # the agent trims its heap about a second after sessions close
+            time.sleep(3.5)  # the agent trims its heap about a second after sessions close, then twice more
             return rss_mb(agent)
 
         runtimes = open_runtimes()
@@ -310,6 +310,9 @@ def test_32_clients_while_one_is_killed_and_one_stops_reading(
 
         try:
             first = run_round(runtimes, images, expected, faults)
+            # The stuck reader held its stream all along; the watchdog cuts it off after 3 s even if the
+            # load was quicker than that.
+            wait_for(lambda: "cancelling the call" in agent.log(), 10, "the watchdog to cut off the stuck reader")
         finally:
             doomed.kill()
             doomed.wait(10)
@@ -326,11 +329,11 @@ def test_32_clients_while_one_is_killed_and_one_stops_reading(
     # Nobody stalls: a stalled client would wait for the 3 s watchdog or its 30 s call timeout.
     assert max(first.latencies_s) < 2.5, f"slowest inference {max(first.latencies_s):.2f} s"
     assert set(counts.values()) == {PER_CLIENT}, "the agent counted every inference of every session"
-    assert "cancelling the call" in agent.log(), "the stuck reader was cut off"
+    assert "InferStream from 127.0.0.1: the client has not read a response for 3 s" in agent.log()
     assert "failed unexpectedly" not in agent.log() and "Traceback" not in agent.log()
     # Memory. 32 sessions of the model (ONNX Runtime sessions, arenas, buffers) and the two misbehaving clients'
     # buffers come and go: RSS rises by ~160 MB. Once they are closed the agent trims its heap (memtrim.py)
-    # and RSS falls back to 30-48 MB above the baseline (measured over 6 runs): what stays is one-time growth —
+    # and RSS falls back to 28-56 MB above the baseline (measured over 10 runs): what stays is one-time growth —
     # the RPC thread pool grew from ~16 to ~47 threads (stacks, per-thread malloc arenas) — and pages glibc
     # cannot give back from a fragmented heap. Allow 64 MB; without the trim RSS stays near the peak (+160 MB).
     print(f"agent RSS MB: baseline {baseline_mb:.1f}, loaded {peak_mb:.1f}, after {after_mb:.1f}")

@@ -54,12 +54,14 @@ class MemoryTrimmer:
 
     def _loop(self) -> None:
         last = self._count()
+        again = 0  # ticks left to trim once more: buffers of the closing calls are freed a moment later
         while not self._stop.wait(self._interval_s):
             try:
                 now = self._count()
-                if now < last:
+                if now < last or again:
                     release_free_memory()
                     log.debug("sessions %d -> %d: freed memory returned to the system", last, now)
+                    again = 2 if now < last else again - 1
                 last = now
             except Exception:  # the trimmer must never take the agent down
                 log.exception("memory trim failed")
