@@ -86,6 +86,21 @@ def input_specs(model: onnx.ModelProto, cfg: RknnConfig) -> list[package_pb2.Inp
     return specs
 
 
+def prepare(
+    loaded: LoadedGraph, cfg: RknnConfig, rknn_batch_size: int | None = None
+) -> tuple[onnx.ModelProto, list[package_pb2.InputSpec]]:
+    """The loaded model after the graph passes (batch size, onnxslim by level, shapes), and its input specs."""
+    model = loaded.model
+    if rknn_batch_size is not None:
+        if not isinstance(rknn_batch_size, int) or rknn_batch_size < 1:
+            raise BuildError(f"rknn_batch_size must be a positive int, got {rknn_batch_size!r}")
+        if rknn_batch_size > 1:
+            model = graph.set_batch_size(model, rknn_batch_size)
+    specs = input_specs(model, cfg)  # validate mean/std before any long work
+    model = graph.simplify(model, cfg.optimization_level)
+    return graph.infer_shapes(model), specs
+
+
 def build_package(
     loaded: LoadedGraph,
     cfg: RknnConfig,
@@ -96,15 +111,7 @@ def build_package(
 ) -> ModelPackage:
     """Run the graph passes and package the result. Quantization is delegated to ``quantizer``."""
     started = time.perf_counter()
-    model = loaded.model
-    if rknn_batch_size is not None:
-        if not isinstance(rknn_batch_size, int) or rknn_batch_size < 1:
-            raise BuildError(f"rknn_batch_size must be a positive int, got {rknn_batch_size!r}")
-        if rknn_batch_size > 1:
-            model = graph.set_batch_size(model, rknn_batch_size)
-    specs = input_specs(model, cfg)  # validate mean/std before any long work
-    model = graph.simplify(model, cfg.optimization_level)
-    model = graph.infer_shapes(model)
+    model, specs = prepare(loaded, cfg, rknn_batch_size)
     summary = package_pb2.QuantizationSummary()
     if do_quantization:
         if not dataset:
@@ -121,8 +128,20 @@ def build_package(
         model, summary = quantize_weights(model, cfg)
     elif cfg.float_dtype == "float16":
         model = graph.to_float16(model)
-    graph.name_nodes(model)
+    return package_model(model, loaded, cfg, specs, summary, started)
+
+
+def package_model(
+    model: onnx.ModelProto,
+    loaded: LoadedGraph,
+    cfg: RknnConfig,
+    specs: list[package_pb2.InputSpec],
+    summary: package_pb2.QuantizationSummary,
+    started: float | None = None,
+) -> ModelPackage:
+    """The package of a finished payload model: header (inputs, outputs, options, memory plan) + ONNX bytes."""
     model = graph.infer_shapes(model)
+    graph.name_nodes(model)
     header = package_pb2.PackageHeader(
         producer=f"rkfarm {__version__}",
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -149,6 +168,6 @@ def build_package(
         len(model.graph.node),
         len(payload) / 1024,
         "int8" if summary.quantized else cfg.float_dtype,
-        time.perf_counter() - started,
+        time.perf_counter() - (started if started is not None else time.perf_counter()),
     )
     return ModelPackage(header=full, payload=payload)

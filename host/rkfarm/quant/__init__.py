@@ -12,13 +12,20 @@
 ``quantize_weights(model, cfg)`` is ``config(quantize_weight=True)`` with ``do_quantization=False``: weights
 stored int8 behind DequantizeLinear, everything computed in float. ``config_file`` reads and writes the
 per-tensor parameters in the vendor's ``.quantization.cfg`` YAML shape.
+
+``QuantBuild`` is the hook ``RKNN.build()`` passes instead of ``quantize``: it keeps what it made (a
+``QuantResult``: the prepared float model, the plan and parameters, the QDQ model) for accuracy analysis, and
+applies hybrid quantization — layers kept in float (``hybrid``), chosen by ``custom_hybrid`` pairs or found by
+``auto_hybrid``'s search.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -33,6 +40,9 @@ from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan, settle_concat
 from rkfarm.quant.qdq import QuantTable, apply_qdq, ensure_opset, parameter_table, table_from_qdq
 from rkfarm_proto.v1 import package_pb2
 
+if TYPE_CHECKING:
+    from rkfarm.quant.auto_hybrid import HybridResult, SearchOptions
+
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 13
@@ -40,11 +50,14 @@ DTYPE = "w8a8"
 
 __all__ = [
     "CALIBRATORS",
+    "QuantBuild",
     "QuantConfig",
     "QuantOptions",
+    "QuantResult",
     "QuantTable",
     "calibrate",
     "dump_quant_cfg",
+    "finish",
     "quantize",
     "quantize_weights",
     "read_quant_cfg",
@@ -104,6 +117,47 @@ def calibrate(model: onnx.ModelProto, cfg: RknnConfig, dataset: str, options: Qu
     return Calibration(model, plan, parameter_table(model, plan, ranges), len(data))
 
 
+@dataclass
+class QuantResult:
+    """A quantized build: the QDQ model, and what accuracy analysis and hybrid quantization start from."""
+
+    calibration: Calibration  # the prepared float model, the int8 plan, the parameters
+    model: onnx.ModelProto  # the QDQ payload
+    summary: package_pb2.QuantizationSummary
+    options: QuantOptions
+    float_layers: list[str] = field(default_factory=list)  # kept float by hybrid quantization, as chosen
+    hybrid: HybridResult | None = None  # what auto_hybrid / proposal measured
+
+    def analysed_tensors(self) -> list[str]:
+        """The tensors accuracy analysis compares: every int8 tensor of the full plan, and the model outputs."""
+        cal = self.calibration
+        outputs = [o.name for o in cal.model.graph.output]
+        return list(dict.fromkeys([*cal.plan.activations, *cal.plan.kept_float, *outputs]))
+
+
+def finish(
+    calibration: Calibration,
+    options: QuantOptions,
+    float_layers: Sequence[str] = (),
+    hybrid: HybridResult | None = None,
+) -> QuantResult:
+    """The QDQ model of a calibration, with ``float_layers`` (and what shares their parameters) kept in float."""
+    from rkfarm.quant.hybrid import float_plan
+
+    plan = float_plan(calibration.model, calibration.plan, float_layers)
+    quantized = apply_qdq(calibration.model, plan, calibration.table)
+    summary = package_pb2.QuantizationSummary(
+        quantized=True,
+        dtype=DTYPE,
+        algorithm=options.algorithm,
+        method="channel" if options.per_channel else "layer",
+        calibration_samples=calibration.samples,
+        quantized_tensors=len(plan.activations),
+        float_tensors=plan.kept_float,
+    )
+    return QuantResult(calibration, quantized, summary, options, list(float_layers), hybrid)
+
+
 def quantize(
     model: onnx.ModelProto,
     loaded: LoadedGraph,
@@ -112,27 +166,50 @@ def quantize(
     options: QuantOptions | None = None,
 ) -> tuple[onnx.ModelProto, package_pb2.QuantizationSummary]:
     """The int8 QDQ model and its summary (the ``Quantizer`` hook of ``build_package``)."""
-    options = options or QuantOptions.from_config(cfg)
-    result = calibrate(model, cfg, dataset, options)
-    quantized = apply_qdq(result.model, result.plan, result.table)
-    summary = package_pb2.QuantizationSummary(
-        quantized=True,
-        dtype=DTYPE,
-        algorithm=options.algorithm,
-        method="channel" if options.per_channel else "layer",
-        calibration_samples=result.samples,
-        quantized_tensors=len(result.plan.activations),
-        float_tensors=result.plan.kept_float,
-    )
-    log.info(
-        "quantized %s: %d int8 activations, %d int8 weights (%s, per-%s)",
-        loaded.source_name,
-        len(result.plan.activations),
-        len(result.plan.weights),
-        summary.algorithm,
-        summary.method,
-    )
-    return quantized, summary
+    build = QuantBuild(options)
+    return build(model, loaded, cfg, dataset)
+
+
+@dataclass
+class QuantBuild:
+    """``build_package``'s quantizer hook that keeps its result, with optional hybrid quantization.
+
+    ``custom_hybrid``: [input, output] tensor pairs whose subgraphs stay float; ``search``: find the fewest
+    layers to keep float for the output to reach a threshold (``auto_hybrid``, or step 1's proposal)."""
+
+    options: QuantOptions | None = None
+    custom_hybrid: Sequence[Sequence[str]] = ()
+    search: SearchOptions | None = None
+    result: QuantResult | None = None
+
+    def __call__(
+        self, model: onnx.ModelProto, loaded: LoadedGraph, cfg: RknnConfig, dataset: str
+    ) -> tuple[onnx.ModelProto, package_pb2.QuantizationSummary]:
+        options = self.options or QuantOptions.from_config(cfg)
+        calibration = calibrate(model, cfg, dataset, options)
+        floats: list[str] = []
+        if self.custom_hybrid:
+            from rkfarm.quant.hybrid import subgraph_layers
+
+            floats = subgraph_layers(calibration.model, calibration.plan, self.custom_hybrid)
+        hybrid = None
+        if self.search is not None:
+            from rkfarm.quant.auto_hybrid import search
+
+            hybrid = search(calibration, cfg, dataset, self.search, fixed=floats)
+            floats = [*floats, *hybrid.float_layers]
+        self.result = finish(calibration, options, floats, hybrid)
+        summary = self.result.summary
+        log.info(
+            "quantized %s: %d int8 activations, %d in float, %d int8 weights (%s, per-%s)",
+            loaded.source_name,
+            summary.quantized_tensors,
+            len(summary.float_tensors),
+            len(calibration.plan.weights),
+            summary.algorithm,
+            summary.method,
+        )
+        return self.result.model, summary
 
 
 def quantize_weights(

@@ -173,6 +173,16 @@ def _batches(dataset: CalibrationDataset, rows: int, exact: bool) -> Iterator[tu
     yield [a[:rows] for a in joined], samples
 
 
+def model_batches(
+    dataset: CalibrationDataset, model: onnx.ModelProto, limit: int | None = None
+) -> Iterator[list[Array]]:
+    """The dataset's samples as feeds of the model's own batch size (the last topped up), at most ``limit``."""
+    for count, (feeds, _) in enumerate(_batches(dataset, _rows(model), exact=True)):
+        if limit is not None and count >= limit:
+            return
+        yield feeds
+
+
 def collect(
     model: onnx.ModelProto,
     tensors: Sequence[str],

@@ -18,6 +18,7 @@ sees exactly the numbers inference will see: layout, ``quant_img_RGB2BGR`` (imag
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,19 @@ class SampleLine:
 class CalibrationDataset:
     """A parsed and checked ``dataset.txt``; iterate it for preprocessed samples (one array per input)."""
 
-    def __init__(self, path: str | Path, specs: Sequence[package_pb2.InputSpec]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        specs: Sequence[package_pb2.InputSpec],
+        samples: Sequence[Sequence[str | os.PathLike[str]]] | None = None,
+    ) -> None:
+        """Read ``path``, or, with ``samples`` (one list of files per sample, as ``accuracy_analysis`` takes
+        them), use those files and name ``path`` only in messages."""
         self.path = Path(path)
         self._specs = [_batch_free(s) for s in specs]
         self._adapter = InputAdapter(self._specs)
-        self.lines = self._parse()
+        self._listed = samples is not None
+        self.lines = self._parse() if samples is None else self._from_files(samples)
         for line in self.lines:
             self._check(line)
 
@@ -64,7 +73,21 @@ class CalibrationDataset:
 
     def _where(self, line: SampleLine | int) -> str:
         number = line.number if isinstance(line, SampleLine) else line
-        return f"{self.path}: line {number}"
+        return f"{self.path}: sample {number}" if self._listed else f"{self.path}: line {number}"
+
+    def _from_files(self, samples: Sequence[Sequence[str | os.PathLike[str]]]) -> list[SampleLine]:
+        lines = []
+        for number, files in enumerate(samples, start=1):
+            if len(files) != len(self._specs):
+                names = ", ".join(s.tensor.name for s in self._specs)
+                raise DatasetError(
+                    f"{self._where(number)}: {len(files)} file(s) for a model with {len(self._specs)} input(s) "
+                    f"({names}); give one file per input"
+                )
+            lines.append(SampleLine(number, tuple(Path(f) for f in files)))
+        if not lines:
+            raise DatasetError(f"{self.path}: no inputs given")
+        return lines
 
     def _parse(self) -> list[SampleLine]:
         try:
@@ -100,7 +123,8 @@ class CalibrationDataset:
         for file, spec in zip(line.files, self._specs):
             where = f"{self._where(line)}: {file}"
             if not file.is_file():
-                raise DatasetError(f"{where}: no such file (relative paths start at {self.path.parent})")
+                hint = "" if self._listed else f" (relative paths start at {self.path.parent})"
+                raise DatasetError(f"{where}: no such file{hint}")
             suffix = file.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
                 self._check_image(file, spec, where)

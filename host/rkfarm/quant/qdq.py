@@ -51,19 +51,30 @@ _NP_TO_ONNX = {np.dtype(np.int8): onnx.TensorProto.INT8, np.dtype(np.int32): onn
 
 
 def parameter_table(
-    model: onnx.ModelProto, plan: QuantPlan, ranges: Mapping[str, tuple[float, float]], activations: bool = True
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    ranges: Mapping[str, tuple[float, float]],
+    activations: bool = True,
+    given: Mapping[str, QuantParams] | None = None,
 ) -> QuantTable:
-    """Parameters of every planned tensor: activations from their group's range, then weights and biases."""
+    """Parameters of every planned tensor: activations from their group's range, then weights and biases.
+
+    ``given`` (hybrid quantization step 2: a ``.quantization.cfg``) supplies activation and weight parameters
+    ahead of ``ranges`` and the weights' own extremes; biases always follow ``s_in * s_w``."""
+    given = given or {}
     table: QuantTable = {}
     if activations:
         for tensor in plan.activations:
+            if tensor in given:
+                table[tensor] = given[tensor]
+                continue
             lo, hi = ranges[plan.group_of[tensor]]
             table[tensor] = activation_params(lo, hi)
     inits = {t.name: t for t in model.graph.initializer}
     for use in plan.weights:
         weight = numpy_helper.to_array(inits[use.weight])
         if use.weight_key not in table:
-            params = weight_params(weight, use.axis)
+            params = given[use.weight_key] if use.weight_key in given else weight_params(weight, use.axis)
             if activations and use.bias is not None and use.activation is not None:
                 params = _fit_bias(params, numpy_helper.to_array(inits[use.bias]), table[use.activation], use)
             table[use.weight_key] = params

@@ -1,0 +1,130 @@
+"""Accuracy analysis: which layers of a quantized model lose accuracy, and by how much.
+
+``run_accuracy_analysis`` runs the float model (golden) and the quantized one on a sample, compares every
+layer's output two ways (entire: the quantized model end to end; single: each layer alone, fed the golden
+inputs — see ``probes``), optionally runs the same instrumented model on a board agent, and writes into the
+output folder:
+
+* ``error_analysis.txt`` — the per-layer table in the vendor's layout (``text``);
+* ``report.html`` — a self-contained page with a per-layer plot and a sortable table (``report``);
+* ``golden/``, ``simulator/`` (and ``runtime/``) — every analysed tensor as ``.txt`` and ``.npy``, with
+  ``map_name_to_file.txt`` (``dumps``).
+
+``RKNN.accuracy_analysis()`` calls it after ``build()`` or ``hybrid_quantization_step2()``; hybrid
+quantization uses ``LayerRunner`` / ``layer_errors`` to rank layers over several samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import onnx
+
+from rkfarm import graph
+from rkfarm.analysis.dumps import DumpWriter
+from rkfarm.analysis.metrics import Array, Means
+from rkfarm.analysis.report import render_report, write_report
+from rkfarm.analysis.result import AnalysisResult, LayerError
+from rkfarm.analysis.runner import LayerRunner, layer_errors
+from rkfarm.analysis.text import format_error_analysis, parse_error_analysis, write_error_analysis
+from rkfarm.errors import StateError
+from rkfarm.runtime import Runtime
+from rkfarm_proto.package import ModelPackage, pack
+from rkfarm_proto.v1 import package_pb2
+
+log = logging.getLogger(__name__)
+
+RuntimeOpener = Callable[[ModelPackage], Runtime]
+
+__all__ = [
+    "AnalysisResult",
+    "LayerError",
+    "LayerRunner",
+    "format_error_analysis",
+    "instrumented_package",
+    "layer_errors",
+    "parse_error_analysis",
+    "render_report",
+    "run_accuracy_analysis",
+]
+
+
+def instrumented_package(base: ModelPackage, model: onnx.ModelProto) -> ModelPackage:
+    """``base`` with ``model`` (the entire model: every analysed tensor an output) as its payload."""
+    from rkfarm.build import tensor_spec
+
+    header = package_pb2.PackageHeader()
+    header.CopyFrom(base.header)
+    inferred = graph.infer_shapes(model)
+    del header.outputs[:]
+    header.outputs.extend(tensor_spec(o) for o in inferred.graph.output)
+    header.custom_string = "rkfarm accuracy analysis: every analysed tensor is an output"
+    payload = inferred.SerializeToString()
+    full, _ = pack(header, payload)
+    return ModelPackage(header=full, payload=payload)
+
+
+def run_accuracy_analysis(
+    float_model: onnx.ModelProto,
+    qdq_model: onnx.ModelProto,
+    tensors: Sequence[str],
+    feeds: Sequence[Array],
+    output_dir: Path,
+    model_name: str = "",
+    package: ModelPackage | None = None,
+    open_runtime: RuntimeOpener | None = None,
+) -> AnalysisResult:
+    """Analyse one sample (``feeds``: preprocessed model inputs) and write the files into ``output_dir``.
+
+    With ``open_runtime`` (and the built ``package``), the entire model is packaged and run there too.
+    """
+    started = time.perf_counter()
+    runner = LayerRunner(float_model, qdq_model, tensors)
+    values = runner.run(feeds)
+    entire, single = Means(), Means()
+    for p in runner.probes:
+        entire.add(p.name, values.golden[p.name], values.entire[p.name])
+        single.add(p.name, values.golden[p.name], values.single[p.name])
+    dumps = DumpWriter(output_dir, runner.probes)
+    files = {"golden": dumps.write("golden", values.golden), "simulator": dumps.write("simulator", values.entire)}
+    where = None
+    vs_golden, vs_sim = Means(), Means()
+    if open_runtime is not None:
+        if package is None:
+            raise StateError("accuracy analysis on a runtime needs the built package")
+        runtime = open_runtime(instrumented_package(package, runner.entire))
+        try:
+            outputs = runtime.inference(list(feeds), None, [1] * len(feeds))
+            where = runtime.where
+        finally:
+            runtime.close()
+        on_board = runner.read(outputs, dict(zip(runner.inputs, feeds)))
+        for p in runner.probes:
+            vs_golden.add(p.name, values.golden[p.name], on_board[p.name])
+            vs_sim.add(p.name, values.entire[p.name], on_board[p.name])
+        files["runtime"] = dumps.write("runtime", on_board)
+        del on_board
+    del values
+    layers = []
+    for p in runner.probes:
+        extra = (*vs_golden.get(p.name), *vs_sim.get(p.name)) if where is not None else ()
+        layers.append(LayerError(p.index, p.op, p.name, *entire.get(p.name), *single.get(p.name), *extra))
+    result = AnalysisResult(layers, 1, model_name, where, output_dir)
+    files["error_analysis"] = write_error_analysis(result, output_dir / "error_analysis.txt")
+    files["report"] = write_report(result, output_dir / "report.html")
+    files["map"] = output_dir / "map_name_to_file.txt"
+    result.files = files
+    result.elapsed_s = time.perf_counter() - started
+    worst = result.worst(1)
+    log.info(
+        "accuracy analysis of %d layers in %.2f s -> %s (worst layer: %s, single cosine %.6f)",
+        len(layers),
+        result.elapsed_s,
+        output_dir,
+        worst[0].name if worst else "-",
+        worst[0].single_cos if worst else 1.0,
+    )
+    return result
