@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from rkfarm import __version__, _log
 from rkfarm.config import RknnConfig
-from rkfarm.errors import NotSupportedError, RkfarmError, StateError
+from rkfarm.errors import BuildError, NotSupportedError, RkfarmError, StateError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.perf import PerfReport, format_memory, memory_dict
 from rkfarm.runtime import Array, Runtime
@@ -31,6 +31,11 @@ from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_proto.errors import ForeignFormatError
 from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, vendor_rknn_version, write_package
 from rkfarm_proto.v1 import package_pb2
+
+if TYPE_CHECKING:
+    from rkfarm.analysis import AnalysisResult
+    from rkfarm.quant import QuantResult
+    from rkfarm.quant.auto_hybrid import HybridResult
 
 log = logging.getLogger("rkfarm")
 
@@ -93,6 +98,9 @@ class RKNN:
         self._package: ModelPackage | None = None
         self._runtime: Runtime | None = None
         self._perf_debug = False
+        self._quant: QuantResult | None = None  # the last int8 build: float model, plan, parameters
+        self._analysis: AnalysisResult | None = None
+        self._hybrid: HybridResult | None = None
 
     # -- context manager -------------------------------------------------------------------------------
     def __enter__(self) -> RKNN:
@@ -166,6 +174,7 @@ class RKNN:
         self._close_runtime()
         self._loaded = loaded
         self._package = None
+        self._quant = None
 
     # -- build and export ------------------------------------------------------------------------------
     @_vendor_api(-1)
@@ -176,19 +185,150 @@ class RKNN:
         rknn_batch_size: int | None = None,
         auto_hybrid: bool = False,
     ) -> int:
-        """Optimize the loaded model and make the package: float16 by default, int8 with a dataset."""
+        """Optimize the loaded model and make the package: float16 by default, int8 with a dataset.
+
+        ``auto_hybrid=True`` keeps the fewest layers in float for the output to reach
+        ``config(auto_hybrid_cos_thresh=..., auto_hybrid_euc_thresh=...)`` (see ``rkfarm.quant.auto_hybrid``);
+        ``hybrid_result`` then tells which layers and the cosine before and after."""
         from rkfarm.build import build_package
-        from rkfarm.quant import quantize
+        from rkfarm.quant import QuantBuild
 
         if self._loaded is None:
             raise StateError("build() needs a model: call load_onnx() (or another load_*) first")
+        search = None
         if auto_hybrid:
-            raise NotSupportedError("build(auto_hybrid=True) is not available in this rkfarm build")
+            if not do_quantization:
+                raise BuildError(
+                    "build(auto_hybrid=True) keeps layers of an int8 model in float: it needs do_quantization=True "
+                    "and a dataset"
+                )
+            from rkfarm.quant.auto_hybrid import SearchOptions
+
+            search = SearchOptions.from_config(self._config)
         self._close_runtime()
+        self._quant = self._hybrid = None
+        hook = QuantBuild(search=search)
         self._package = build_package(
-            self._loaded, self._config, do_quantization, dataset, rknn_batch_size, quantizer=quantize
+            self._loaded, self._config, do_quantization, dataset, rknn_batch_size, quantizer=hook
+        )
+        self._quant = hook.result
+        self._hybrid = hook.result.hybrid if hook.result else None
+        return 0
+
+    # -- hybrid quantization and accuracy analysis ------------------------------------------------------
+    @_vendor_api(-1)
+    def hybrid_quantization_step1(
+        self,
+        dataset: str = "dataset.txt",
+        rknn_batch_size: int | None = None,
+        proposal: bool = False,
+        proposal_dataset_size: int = 1,
+        custom_hybrid: Sequence[Sequence[str]] | None = None,
+        *,
+        output_dir: str | os.PathLike[str] = ".",
+    ) -> int:
+        """Calibrate and write ``{name}.model``, ``{name}.data`` and ``{name}.quantization.cfg`` (in the current
+        folder, like the vendor; ``output_dir`` is an rkfarm extension). Edit ``custom_quantize_layers`` in the
+        cfg (``tensor: float16``) or its ranges, then call hybrid_quantization_step2() — in this object or a
+        fresh one. ``proposal=True`` fills custom_quantize_layers with what auto_hybrid would keep in float,
+        measured on ``proposal_dataset_size`` samples; ``custom_hybrid=[[input, output], ...]`` keeps those
+        subgraphs in float."""
+        from rkfarm.build import build_package
+        from rkfarm.quant import QuantBuild
+        from rkfarm.quant.hybrid_files import write_step1
+
+        if self._loaded is None:
+            raise StateError("hybrid_quantization_step1() needs a model: call load_onnx() first")
+        search = None
+        if proposal:
+            if not isinstance(proposal_dataset_size, int) or proposal_dataset_size < 1:
+                raise BuildError(f"proposal_dataset_size must be a positive int, got {proposal_dataset_size!r}")
+            from rkfarm.quant.auto_hybrid import SearchOptions
+
+            search = SearchOptions.from_config(self._config, samples=proposal_dataset_size)
+        hook = QuantBuild(custom_hybrid=list(custom_hybrid or ()), search=search)
+        build_package(self._loaded, self._config, True, dataset, rknn_batch_size, quantizer=hook)
+        assert hook.result is not None
+        self._hybrid = hook.result.hybrid
+        write_step1(hook.result, self._loaded, self._config, Path(output_dir))
+        return 0
+
+    @_vendor_api(-1)
+    def hybrid_quantization_step2(
+        self,
+        model_input: str | os.PathLike[str],
+        data_input: str | os.PathLike[str],
+        model_quantization_cfg: str | os.PathLike[str],
+    ) -> int:
+        """Build the int8 model from step 1's files and the (edited) cfg: listed layers in float, edited ranges
+        honoured. Needs nothing else from step 1: the config travels in the .model."""
+        from rkfarm.build import input_specs, package_model
+        from rkfarm.quant.hybrid_files import load_step2
+
+        self._close_runtime()
+        loaded, cfg, result = load_step2(model_input, data_input, model_quantization_cfg)
+        specs = input_specs(result.calibration.model, cfg)
+        self._package = package_model(result.model, loaded, cfg, specs, result.summary)
+        self._config, self._loaded, self._quant = cfg, loaded, result
+        return 0
+
+    @_vendor_api(-1)
+    def accuracy_analysis(
+        self,
+        inputs: Sequence[str | os.PathLike[str]] | str,
+        output_dir: str | os.PathLike[str] = "./snapshot",
+        target: str | None = None,
+        device_id: str | None = None,
+    ) -> int:
+        """Compare every layer of the quantized model with the float model on one sample (``inputs``: one image
+        or .npy file per model input) and write ``error_analysis.txt``, ``report.html`` and the tensor dumps to
+        ``output_dir``. With ``target`` the quantized model also runs on that board agent (runtime columns).
+        ``analysis_result`` holds the numbers."""
+        from rkfarm.analysis import run_accuracy_analysis
+        from rkfarm.quant.collect import model_batches
+        from rkfarm.quant.dataset import CalibrationDataset
+
+        quant = self._quant
+        package = self._require_package("accuracy_analysis()")
+        if quant is None:
+            raise StateError(
+                "accuracy_analysis() compares the float model with the quantized one: call it after "
+                "build(do_quantization=True, dataset=...) or hybrid_quantization_step2() (a loaded package "
+                "holds only the quantized model)"
+            )
+        files = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        data = CalibrationDataset("accuracy_analysis inputs", package.header.inputs, samples=[files])
+        feeds = next(model_batches(data, quant.calibration.model, 1))
+        opener = None
+        if target is not None:
+            platform = target
+
+            def opener(instrumented: ModelPackage) -> Runtime:
+                return self._open_remote(instrumented, platform, device_id, LoadOptions())
+
+        import onnx
+
+        self._analysis = run_accuracy_analysis(
+            quant.calibration.model,
+            onnx.load_from_string(package.payload),
+            quant.analysed_tensors(),
+            feeds,
+            Path(output_dir),
+            package.header.source_model_name,
+            package,
+            opener,
         )
         return 0
+
+    @property
+    def analysis_result(self) -> AnalysisResult | None:
+        """The last accuracy_analysis(): per-layer errors in graph order (rkfarm extension)."""
+        return self._analysis
+
+    @property
+    def hybrid_result(self) -> HybridResult | None:
+        """What auto_hybrid (or step 1's proposal) kept in float and measured (rkfarm extension)."""
+        return self._hybrid
 
     @_vendor_api(-1)
     def export_rknn(self, export_path: str | os.PathLike[str], **kwargs: Any) -> int:
@@ -251,6 +391,7 @@ class RKNN:
             package = self._wrap_vendor_rknn(Path(path))
         self._package = package
         self._loaded = None
+        self._quant = None
         return 0
 
     @staticmethod
@@ -424,6 +565,7 @@ class RKNN:
         self._close_runtime()
         self._loaded = None
         self._package = None
+        self._quant = None
 
     @property
     def package(self) -> ModelPackage | None:
