@@ -205,6 +205,26 @@ def test_run_slots_are_bounded_and_the_wait_too(tmp_path: Path, cls_package: Pat
         agent.stop()
 
 
+def test_32_clients_starting_together_share_one_upload(tmp_path: Path, cls_package: Path) -> None:
+    """A fresh agent and 32 runtimes opened at once: one client uploads, the others wait for it (upload
+    slots are bounded and uploads of one model exclusive), and every session opens."""
+    agent = start_agent(tmp_path, "--max-sessions", "64", "--max-sessions-per-client", "64")
+    package = read_package(cls_package)
+    device = probe(agent.address)
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            runtimes = list(pool.map(lambda _: RemoteRuntime(package, device, LoadOptions()), range(CLIENTS)))
+        try:
+            assert sorted(rt.uploaded_bytes for rt in runtimes)[-2:] == [0, len(blob_of(cls_package))]
+            image = np.zeros((1, 48, 192, 3), np.uint8)
+            assert all(rt.inference([image])[0].shape == (1, 2) for rt in runtimes)
+        finally:
+            for rt in runtimes:
+                rt.close()
+    finally:
+        agent.stop()
+
+
 # -- the load test -------------------------------------------------------------------------------------------
 @dataclass
 class LoadRound:

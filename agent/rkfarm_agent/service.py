@@ -159,8 +159,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._runs = RunLimiter(config.max_concurrent_runs, config.max_run_wait_s)
         self._streams = StreamGuard(config.max_streams, config.max_streams_per_client, config.stream_stall_s)
         self._uploads = StreamGuard(
-            config.max_uploads, max(1, config.max_uploads // 2), config.stream_stall_s, "uploads", "--max-uploads"
-        )
+            config.max_uploads, max(1, config.max_uploads // 2), config.stream_stall_s, "uploads", "--max-uploads",
+            "--max-uploads (half of it per client)",
+        )  # fmt: skip
 
         self._trimmer = MemoryTrimmer(lambda: len(self._sessions.snapshot()))
 
@@ -205,16 +206,19 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Upload(
         self, request_iterator: Iterable[agent_pb2.UploadChunk], context: grpc.ServicerContext
     ) -> agent_pb2.UploadResponse:
-        with self._uploads.hold(_peer_host(context), "Upload", context):
-            return self._upload(iter(request_iterator))
-
-    def _upload(self, chunks: Iterator[agent_pb2.UploadChunk]) -> agent_pb2.UploadResponse:
+        chunks = iter(request_iterator)
         first = next(chunks, None)
         if first is None or not first.sha256:
             raise UploadConflictError("the first upload chunk must carry sha256 and total_size")
         status = self._store.status(first.sha256)
-        if status.present:
+        if status.present:  # no upload slot needed to say so
             return agent_pb2.UploadResponse(sha256=first.sha256, size_bytes=status.size_bytes, received_bytes=0)
+        with self._uploads.hold(_peer_host(context), "Upload", context):
+            return self._upload(first, chunks)
+
+    def _upload(
+        self, first: agent_pb2.UploadChunk, chunks: Iterator[agent_pb2.UploadChunk]
+    ) -> agent_pb2.UploadResponse:
         upload = self._store.begin_upload(first.sha256, first.total_size, first.offset)
         committed = False
         try:

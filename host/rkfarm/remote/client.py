@@ -163,16 +163,20 @@ class AgentClient:
         )
         return response
 
-    def ensure_model(self, blob: bytes, sha256: str | None = None, attempts: int = 4) -> int:
+    def ensure_model(self, blob: bytes, sha256: str | None = None, wait_s: float | None = None) -> int:
         """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent.
 
-        An upload the agent is still winding down (a previous call that was cut off) makes it answer
-        FAILED_PRECONDITION for a moment; that is retried with a short back-off. A resumed upload the agent
-        refuses as corrupt (the kept part was damaged, e.g. by a crash or a bad disk) starts again from byte 0.
+        While another client uploads the same model (FAILED_PRECONDITION) or the agent's upload slots are all
+        taken (RESOURCE_EXHAUSTED naming uploads), this waits and asks again, for up to ``wait_s`` (default:
+        the call timeout plus the time the upload takes at 20 MB/s): many clients starting together share one
+        upload. A resumed upload the agent refuses as corrupt (the kept part was damaged, e.g. by a crash or a
+        bad disk) starts again from byte 0.
         """
         sha = sha256 or hashlib.sha256(blob).hexdigest()
+        deadline = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s + len(blob) / (20 << 20))
         resume = True
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             try:
                 return self._upload_once(blob, sha, resume)
             except RemoteError as exc:
@@ -182,11 +186,14 @@ class AgentClient:
                     resume = False
                     log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
                     continue
-                if code != grpc.StatusCode.FAILED_PRECONDITION or attempt == attempts - 1:
+                busy = code == grpc.StatusCode.FAILED_PRECONDITION or (
+                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and "uploads" in str(exc)
+                )
+                if not busy or time.monotonic() >= deadline:
                     raise
-                log.debug("upload retry after: %s", exc)
-                time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+                attempt += 1
+                log.debug("upload of %s waits: %s", sha[:12], exc)
+                time.sleep(min(1.0, 0.1 * attempt, max(0.0, deadline - time.monotonic())))
 
     @_mapped
     def _upload_once(self, blob: bytes, sha: str, resume: bool = True) -> int:
