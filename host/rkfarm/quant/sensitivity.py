@@ -2,10 +2,11 @@
 
 Why "alone": in a fully quantized model the rounding errors of a hundred layers partly cancel at the output,
 so switching one layer back to float moves the output by a small, sample-dependent amount (PP-OCRv4
-recognition: +-0.01 of cosine, either sign). Ranking by that is ranking noise: the layers chosen that way
-helped the 8 search samples and hurt 16 held-out ones. The error a layer causes when every other layer is
-float has no partner to cancel with; ranking by it put the first convolutions of PP-OCRv4 recognition first,
-and its first 8 layers raised the held-out cosine from 0.966 to 0.981.
+recognition: +-0.01 of cosine, either sign). Ranking by that is ranking noise, and so was ranking by each
+layer's single cosine (the error it adds to its own output, blind to how later layers amplify it): the layers
+chosen either way helped the 8 search samples and hurt 16 held-out ones. The error a layer causes when every
+other layer is float has no partner to cancel with; ranking by it put the first convolutions of PP-OCRv4
+recognition first, and its first 8 layers raised the held-out cosine from 0.966 to 0.981.
 
 The *switch model* is the float model with every int8 tensor behind a switch: an ``If`` on one boolean input
 per candidate (a set of tensors sharing parameters) chooses ``DQ(Q(x))`` or ``x`` itself, so one session
