@@ -92,5 +92,5 @@ class Advertiser:
             finally:
                 zc.close()  # type: ignore[attr-defined]
             log.info("stopped advertising")
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._thread is not None:  # a registration still probing ends on its own; it is a daemon thread
+            self._thread.join(timeout=0.2)
