@@ -51,3 +51,14 @@ def test_unsupported_dtype() -> None:
         from_numpy_dtype(np.complex64)
     with pytest.raises(InputError):
         to_tensor(np.array(["a"]))
+
+
+def test_hostile_shapes_do_not_overflow() -> None:
+    t = to_tensor(np.zeros(4, np.float32), "x")
+    t.shape[:] = [2**40, 2**40, 2**40]  # would wrap around in int64
+    with pytest.raises(InputError, match="do not match"):
+        from_tensor(t)
+    t.shape[:] = [0, 2**62]
+    t.data = b""
+    with pytest.raises(InputError, match="not usable"):
+        from_tensor(t)

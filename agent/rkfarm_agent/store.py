@@ -69,10 +69,16 @@ class Upload:
                 raise UploadConflictError(
                     f"cannot resume at byte {offset}: the agent holds {existing} bytes of this upload"
                 )
-            with self.path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    self._hash.update(block)
-                    self._verifier.feed(block)
+            try:
+                with self.path.open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        self._hash.update(block)
+                        self._verifier.feed(block)
+            except PackageError:
+                self.path.unlink(missing_ok=True)
+                raise UploadConflictError(
+                    "the kept part of this upload is damaged and was discarded; start again from byte 0"
+                ) from None
             self._fh = self.path.open("ab")
         else:
             self._fh = self.path.open("wb")
@@ -170,10 +176,17 @@ class ModelStore:
 
     def status(self, sha: str) -> ModelStatus:
         path = self.model_path(sha)
-        if path.exists():
-            return ModelStatus(True, path.stat().st_size, 0)
-        part = self.partial_dir / f"{sha}.part"
-        return ModelStatus(False, 0, part.stat().st_size if part.exists() else 0)
+        for _ in range(2):  # a file can move between two looks (an upload publishing, an eviction): look again
+            try:
+                return ModelStatus(True, path.stat().st_size, 0)
+            except FileNotFoundError:
+                pass
+            try:
+                return ModelStatus(False, 0, (self.partial_dir / f"{sha}.part").stat().st_size)
+            except FileNotFoundError:
+                if not path.exists():
+                    return ModelStatus(False, 0, 0)
+        return ModelStatus(path.exists(), 0, 0)
 
     def used_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.models_dir.glob("*.rkfm"))
