@@ -236,7 +236,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     @rpc
     def Load(self, request: agent_pb2.LoadRequest, context: grpc.ServicerContext) -> agent_pb2.LoadResponse:
         started = time.perf_counter()
-        options = LoadOptions(core_mask=request.core_mask, perf_debug=request.perf_debug, eval_mem=request.eval_mem)
+        options = LoadOptions(
+            core_mask=request.core_mask,
+            perf_debug=request.perf_debug,
+            eval_mem=request.eval_mem,
+            spin_between_runs=False,
+        )
         session = self._sessions.open(
             request.model_sha256, options, request.lease_s, request.client or _peer_host(context), _peer_host(context)
         )

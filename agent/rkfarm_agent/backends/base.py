@@ -22,6 +22,7 @@ class LoadOptions:
     core_mask: int = 0
     perf_debug: bool = False
     eval_mem: bool = False
+    spin_between_runs: bool = True  # False on an agent serving many clients (see backends/onnxruntime.py)
 
 
 @dataclass(frozen=True)
