@@ -20,22 +20,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rkfarm_agent.config import AgentConfig
+from rkfarm_agent.grpc_types import Handler, Interceptor
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    Interceptor = grpc.ServerInterceptor[Any, Any]
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    Interceptor = grpc.ServerInterceptor
-    Handler = grpc.RpcMethodHandler
 
 AUTH_METADATA = "authorization"
 MIN_TOKEN_CHARS = 16

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from rkfarm_agent.grpc_types import Handler, Interceptor
 from rkfarm_proto.errors import InputError
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    Interceptor = grpc.ServerInterceptor[Any, Any]
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    Interceptor = grpc.ServerInterceptor
-    Handler = grpc.RpcMethodHandler
 
 AGENT_PREFIX = "/rkfarm.v1.Agent/"
 

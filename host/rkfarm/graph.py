@@ -270,6 +270,24 @@ def topological_sort(model: onnx.ModelProto) -> None:
     g.node.extend(ordered)
 
 
+def place_after_producers(
+    g: onnx.GraphProto, after: dict[str, list[onnx.NodeProto]], what: str, front: Sequence[onnx.NodeProto] = ()
+) -> None:
+    """Insert new nodes right after the producer of the tensor each list is keyed by (graph inputs first),
+    keeping the graph in order; ``front`` nodes go before everything. Consumes ``after``."""
+    ordered = list(front)
+    for name in [i.name for i in g.input]:
+        ordered.extend(after.pop(name, []))
+    for node in g.node:
+        ordered.append(node)
+        for out in node.output:
+            ordered.extend(after.pop(out, []))
+    if after:
+        raise BuildError(f"cannot place {what} of tensor(s) {sorted(after)[:3]}: no producer")
+    del g.node[:]
+    g.node.extend(ordered)
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     """Give every node a unique name (profilers and per-layer reports key on it), in place."""
     seen: set[str] = set()

@@ -183,17 +183,7 @@ def apply_qdq(model: onnx.ModelProto, plan: QuantPlan, table: QuantTable) -> onn
         ]
         after.setdefault(source, []).extend(pair)
 
-    ordered = list(front)
-    for name in [i.name for i in g.input]:
-        ordered.extend(after.pop(name, []))
-    for node in g.node:
-        ordered.append(node)
-        for out in node.output:
-            ordered.extend(after.pop(out, []))
-    if after:
-        raise BuildError(f"cannot place quantization of tensor(s) {sorted(after)[:3]}: no producer")
-    del g.node[:]
-    g.node.extend(ordered)
+    graph.place_after_producers(g, after, "quantization", front)
     g.initializer.extend(new_inits)
     del g.value_info[:]
     graph.eliminate_dead_nodes(m)

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from rkfarm.errors import BuildError
+from rkfarm import graph
 from rkfarm.quant.dataset import Array
 from rkfarm.quant.plan import QuantPlan
 from rkfarm.quant.qdq import ACTIVATION_OFFSET, QuantTable
@@ -91,17 +91,7 @@ def switch_model(model: onnx.ModelProto, plan: QuantPlan, table: QuantTable) -> 
     for node in g.node:
         for k, name in enumerate(node.output):
             node.output[k] = renamed.get(name, name)
-    ordered: list[onnx.NodeProto] = []
-    for name in [i.name for i in g.input]:
-        ordered.extend(after.pop(name, []))
-    for node in g.node:
-        ordered.append(node)
-        for out in node.output:
-            ordered.extend(after.pop(out, []))
-    if after:
-        raise BuildError(f"cannot place the switches of tensor(s) {sorted(after)[:3]}: no producer")
-    del g.node[:]
-    g.node.extend(ordered)
+    graph.place_after_producers(g, after, "the switches")
     g.initializer.extend(new_inits)
     g.input.extend(helper.make_tensor_value_info(SWITCH_PREFIX + rep, onnx.TensorProto.BOOL, []) for rep in candidates)
     del g.value_info[:]
