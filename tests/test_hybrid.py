@@ -8,6 +8,7 @@ The PP-OCR text-direction classifier is calibrated on 20 rendered text lines (se
 from __future__ import annotations
 
 import collections
+import json
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,21 @@ def test_auto_hybrid_on_ppocr_rec(tmp_path: Path) -> None:
         assert result is not None
         print(f"PP-OCRv4 rec auto_hybrid: {result.describe()}: {result.float_layers}")
         assert result.before.cosine < 0.98 <= result.after.cosine and result.float_layers
+
+
+def test_cli_build_auto_hybrid(
+    cls_onnx: Path, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rkfarm.cli import main
+
+    out = tmp_path / "hybrid.rkfm"
+    rc = main(["build", str(cls_onnx), "-o", str(out), "--input-size", "1,3,48,192", "--mean", "127.5,127.5,127.5",
+               "--std", "127.5,127.5,127.5", "--quantize", "--dataset", str(dataset), "--auto-hybrid",
+               "--cos-thresh", "0.9999", "--json"])  # fmt: skip
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "auto hybrid:" in captured.err and "kept in float" in captured.err
+    header = json.loads(captured.out)
+    kept = header["quantization"].get("float_tensors", [])
+    assert kept, "a 0.9999 target on this classifier needs at least one float layer"
+    assert main(["build", str(cls_onnx), "--auto-hybrid", "--input-size", "1,3,48,192"]) == 1

@@ -90,6 +90,12 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--method", choices=["channel", "layer"], default="channel")
     p.add_argument("--quantize-weight", action="store_true", help="without --quantize: int8 weights, float compute")
     p.add_argument(
+        "--auto-hybrid", action="store_true",
+        help="with --quantize: keep the fewest layers in float needed to reach --cos-thresh",
+    )  # fmt: skip
+    p.add_argument("--cos-thresh", type=float, default=0.98, help="auto-hybrid output cosine target (default 0.98)")
+    p.add_argument("--euc-thresh", type=float, help="auto-hybrid euclidean distance target (default none)")
+    p.add_argument(
         "--quant-cfg",
         type=Path,
         metavar="PATH",
@@ -459,9 +465,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         quantized_algorithm=args.algorithm,
         quantized_method=args.method,
         quantize_weight=args.quantize_weight,
+        auto_hybrid_cos_thresh=args.cos_thresh,
+        auto_hybrid_euc_thresh=args.euc_thresh,
     )
+    if args.auto_hybrid and not args.quantize:
+        raise RkfarmError("--auto-hybrid needs an int8 build: add --quantize --dataset FILE")
     rknn.load_onnx(args.model, inputs=args.inputs, input_size_list=args.input_size, outputs=args.outputs)
-    rknn.build(do_quantization=args.quantize, dataset=args.dataset, rknn_batch_size=args.batch)
+    rknn.build(
+        do_quantization=args.quantize, dataset=args.dataset, rknn_batch_size=args.batch, auto_hybrid=args.auto_hybrid
+    )
+    if rknn.hybrid_result is not None:
+        print(f"auto hybrid: {rknn.hybrid_result.describe()}", file=sys.stderr)
     out = args.output or args.model.with_suffix(".rkfm")
     rknn.export_rknn(out)
     package = rknn.package
