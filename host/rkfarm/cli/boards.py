@@ -1,0 +1,83 @@
+"""`rkfarm devices`, `perf` and `mem`: agents on the network, timing and memory on a board."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rkfarm.cli._common import _add_device_args, _open_runtime
+
+
+def _add_devices(sub: Any) -> None:
+    p = sub.add_parser(
+        "devices",
+        help="list agents found by mDNS and in the inventory",
+        description="Browse _rkfarm._tcp.local. (interfaces from RKFARM_MDNS_INTERFACES, default all) and ask "
+        "every agent in RKFARM_AGENTS / the inventory file (RKFARM_INVENTORY, default "
+        "~/.config/rkfarm/agents.txt, one host:port per line) who it is.",
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to listen for mDNS answers (default 2)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+
+def _add_perf_mem(sub: Any) -> None:
+    p = sub.add_parser(
+        "perf",
+        help="time a model package on an agent (or the simulator)",
+        description="Run the model N times after warm-up and report latency statistics; --perf-debug adds the "
+        "per-layer table from the backend's profiler and the op-type ranking.",
+    )
+    p.add_argument("model", type=Path, help="model package (.rkfm)")
+    _add_device_args(p)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--perf-debug", action="store_true", help="per-layer times")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_perf)
+    m = sub.add_parser("mem", help="memory used by a model package on an agent (or the simulator)")
+    m.add_argument("model", type=Path, help="model package (.rkfm)")
+    _add_device_args(m)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_mem)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rkfarm.discovery import format_devices, list_devices
+
+    devices = list_devices(args.timeout)
+    if args.json:
+        print(json.dumps([d.to_dict() for d in devices], indent=2))
+    else:
+        print(format_devices(devices))
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    rknn = _open_runtime(args, perf_debug=args.perf_debug)
+    try:
+        report = rknn.eval_perf(is_print=not args.json, runs=args.runs, warmup=args.warmup)
+    finally:
+        rknn.release()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def cmd_mem(args: argparse.Namespace) -> int:
+    rknn = _open_runtime(args)
+    try:
+        result = rknn.eval_memory(is_print=not args.json)
+    finally:
+        rknn.release()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add this module's subcommands."""
+    _add_devices(sub)
+    _add_perf_mem(sub)
