@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from rkfarm_agent.backends import backend_for
 from rkfarm_agent.backends.base import Array, LoadedModel, LoadOptions
 from rkfarm_agent.errors import TooManySessionsError, UnknownSessionError
-from rkfarm_agent.inputs import InputAdapter
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import DecryptionError, Keyring, KeyUnavailableError
 from rkfarm_proto.v1 import package_pb2
@@ -27,7 +27,7 @@ class Session:
     sha: str
     header: package_pb2.PackageHeader
     model: LoadedModel
-    adapter: InputAdapter
+    adapter: Any  # InputAdapter, or the backend's own (rknnrt)
     backend: str
     client: str
     peer: str
@@ -93,13 +93,19 @@ class SessionManager:
                 raise
             model = backend.load(package.header, payload, options)
             del payload
+            header = package_pb2.PackageHeader()
+            header.CopyFrom(package.header)
+            io = model.describe_io() if not header.inputs else None
+            if io is not None:  # a vendor .rknn: the runtime knows its inputs and outputs, the header does not
+                header.inputs.extend(io[0])
+                header.outputs.extend(io[1])
             lease = min(self._max_lease, lease_s if lease_s > 0 else self._default_lease)
             session = Session(
                 id=secrets.token_hex(12),
                 sha=sha,
-                header=package.header,
+                header=header,
                 model=model,
-                adapter=InputAdapter(package.header.inputs),
+                adapter=model.make_adapter(header),
                 backend=backend.name,
                 client=client,
                 peer=peer,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from rkfarm_agent.backends.base import Backend, LoadedModel, LoadOptions, MemoryReport
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
+from rkfarm_agent.backends.rknnrt import RknnrtBackend
 from rkfarm_agent.errors import NoBackendError
 from rkfarm_proto.v1 import package_pb2
 
 BACKENDS: dict[str, type[Backend]] = {
     OnnxRuntimeBackend.name: OnnxRuntimeBackend,
+    RknnrtBackend.name: RknnrtBackend,
 }
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from rkfarm_proto.v1 import package_pb2
+from rkfarm_proto.v1 import common_pb2, package_pb2
 
 Array = npt.NDArray[np.generic]
 
@@ -78,6 +78,18 @@ class LoadedModel(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the backend's resources."""
+
+    def make_adapter(self, header: package_pb2.PackageHeader) -> Any:
+        """What turns user arrays into this model's feeds: by default rkfarm's own conversion (layout,
+        mean/std) from the header; a backend whose runtime converts by itself returns its own checker."""
+        from rkfarm_agent.inputs import InputAdapter
+
+        return InputAdapter(header.inputs)
+
+    def describe_io(self) -> tuple[list[package_pb2.InputSpec], list[common_pb2.TensorSpec]] | None:
+        """Inputs and outputs as the runtime reports them, when the package header does not say (a vendor
+        .rknn wrapped by load_rknn)."""
+        return None
 
 
 class Backend(ABC):
