@@ -35,6 +35,7 @@ from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import TextLine
 from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_proto.package import pack, read_package, sha256_hex
+from rkfarm_proto.transport import REFUSED_STREAMS, refused_kind
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 DATA = Path(__file__).parent / "data"
@@ -138,6 +139,7 @@ def test_stuck_reader_holds_one_stream_slot_until_the_watchdog_cancels_it(
                 raw_stream(agent, request)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "streaming calls" in (err.value.details() or "")
+            assert refused_kind(err.value.trailing_metadata()) == REFUSED_STREAMS  # the machine-readable reason
             started = time.monotonic()
             stream = client.lockstep()  # ...so the host's lock-step stream falls back to unary calls
             assert stream.call(request).outputs and stream.call(request).outputs

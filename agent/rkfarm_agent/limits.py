@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import grpc
 
 from rkfarm_proto.errors import RkfarmError
+from rkfarm_proto.transport import REFUSED_RUNS, REFUSED_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,13 @@ log = logging.getLogger(__name__)
 class AgentBusyError(RkfarmError):
     """No run slot or stream slot came free in time (RESOURCE_EXHAUSTED); retry later or use another agent.
 
-    Stream refusals say "streaming calls": rkfarm hosts recognise that and fall back to unary calls.
+    ``kind`` (rkfarm_proto.transport.REFUSED_*) travels in the status's trailing metadata, so hosts can tell a
+    refused stream (they fall back to unary calls) from a full upload queue (they wait) without parsing words.
     """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class RunLimiter:
@@ -52,7 +58,8 @@ class RunLimiter:
         if not self._sem.acquire(timeout=max(0.0, wait_s)):
             raise AgentBusyError(
                 f"all {self.slots} model-run slots stayed busy for {max(0.0, wait_s):.2f} s "
-                "(rkfarm-agent serve --max-concurrent-runs); retry later or use another agent"
+                "(rkfarm-agent serve --max-concurrent-runs); retry later or use another agent",
+                REFUSED_RUNS,
             )
         try:
             yield
@@ -88,8 +95,10 @@ class StreamGuard:
         what: str = "streaming calls",
         total_flag: str = "--max-streams",
         peer_flag: str = "--max-streams-per-client",
+        kind: str = REFUSED_STREAMS,
     ) -> None:
         self.what = what
+        self.kind = kind
         self.total_flag = total_flag
         self.peer_flag = peer_flag
         self.max_total = max_total
@@ -112,13 +121,15 @@ class StreamGuard:
             if len(self._active) >= self.max_total:
                 raise AgentBusyError(
                     f"the agent already serves {self.max_total} {self.what} (rkfarm-agent serve {self.total_flag}); "
-                    "close idle runtimes or retry later"
+                    "close idle runtimes or retry later",
+                    self.kind,
                 )
             mine = sum(1 for t in self._active if t.peer == peer)
             if mine >= self.max_per_peer:
                 raise AgentBusyError(
                     f"this client already has {mine} {self.what} open (the per-client limit, "
-                    f"rkfarm-agent serve {self.peer_flag}); close some first"
+                    f"rkfarm-agent serve {self.peer_flag}); close some first",
+                    self.kind,
                 )
             self._active.add(ticket)
         released = threading.Event()

@@ -37,6 +37,7 @@ from rkfarm_proto.crypto import Keyring, KeyUnavailableError
 from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
 from rkfarm_proto.tensors import from_tensor, to_numpy_dtype, to_tensor
+from rkfarm_proto.transport import REFUSED_KEY, REFUSED_UPLOADS
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     code = status_for(exc)
     if isinstance(exc, RkfarmError):
         log.info("%s -> %s: %s", method, code.name, exc)
+        kind = getattr(exc, "kind", None)
+        if isinstance(exc, AgentBusyError) and kind:
+            context.set_trailing_metadata(((REFUSED_KEY, kind),))
         context.abort(code, str(exc))
     if not context.is_active():  # the client went away (cancelled, killed): nobody to tell
         log.info("%s: client gone (%s)", method, type(exc).__name__)
@@ -160,7 +164,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self._streams = StreamGuard(config.max_streams, config.max_streams_per_client, config.stream_stall_s)
         self._uploads = StreamGuard(
             config.max_uploads, max(1, config.max_uploads // 2), config.stream_stall_s, "uploads", "--max-uploads",
-            "--max-uploads (half of it per client)",
+            "--max-uploads (half of it per client)", REFUSED_UPLOADS,
         )  # fmt: skip
 
         self._trimmer = MemoryTrimmer(lambda: len(self._sessions.snapshot()))

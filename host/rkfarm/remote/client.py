@@ -18,7 +18,13 @@ import numpy.typing as npt
 from rkfarm.errors import InputError, RemoteError
 from rkfarm.remote.credentials import Credentials, explain_refusal
 from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
+from rkfarm_proto.transport import (
+    REFUSED_STREAMS,
+    REFUSED_UPLOADS,
+    THROUGHPUT_OPTIONS,
+    message_limits,
+    refused_kind,
+)
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,7 @@ def _map_error(
     else:
         err = RemoteError(f"agent at {address} refused: {code.name}: {details}")
     err.code = code  # type: ignore[attr-defined]
+    err.refused = refused_kind(exc.trailing_metadata()) if hasattr(exc, "trailing_metadata") else None  # type: ignore[attr-defined]
     return err
 
 
@@ -187,7 +194,7 @@ class AgentClient:
                     log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
                     continue
                 busy = code == grpc.StatusCode.FAILED_PRECONDITION or (
-                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and "uploads" in str(exc)
+                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(exc, "refused", None) == REFUSED_UPLOADS
                 )
                 if not busy or time.monotonic() >= deadline:
                     raise
@@ -317,8 +324,9 @@ class LockstepStream:
     A watchdog cancels the call if a response takes longer than ``timeout_s``. After any error the stream is
     dead (``broken``); open a new one.
 
-    If the agent refuses the stream because all its stream slots are taken (RESOURCE_EXHAUSTED naming
-    "streaming calls", see rkfarm_agent.limits), the request goes as a unary Infer instead and ``on_refused``
+    If the agent refuses the stream because all its stream slots are taken (RESOURCE_EXHAUSTED with trailing
+    metadata ``rkfarm-refused: streams``, see rkfarm_proto.transport), the request goes as a unary Infer instead
+    and ``on_refused``
     is told; a stream built with ``unary_until`` in the future makes only unary calls, and reports itself
     ``broken`` once that time has passed so that the caller tries a real stream again.
     """
@@ -381,7 +389,8 @@ class LockstepStream:
             return response
         except grpc.RpcError as exc:
             self.broken = True
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "streaming calls" in (exc.details() or ""):
+            refused = refused_kind(exc.trailing_metadata()) if hasattr(exc, "trailing_metadata") else None
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and refused == REFUSED_STREAMS:
                 log.info("agent %s has no stream slot free (%s); unary calls for now", self._address, exc.details())
                 if self._on_refused is not None:
                     self._on_refused()
