@@ -33,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --tls-cert) TLS_CERT="$(realpath "$2")"; shift 2 ;;
     --tls-key) TLS_KEY="$(realpath "$2")"; shift 2 ;;
     --tls-client-ca) TLS_CLIENT_CA="$(realpath "$2")"; shift 2 ;;
+    --farm-key) FARM_KEY="$(realpath "$2")"; shift 2 ;;
     --uninstall)
       systemctl disable --now rkfarm-agent 2>/dev/null || true
       rm -f "$UNIT"; systemctl daemon-reload
@@ -91,6 +92,12 @@ if [[ $TOKEN -eq 1 ]]; then
   set_env RKFARM_AGENT_TOKEN_FILE "$CONF_DIR/token"
   echo "    hosts need it: copy it with 'sudo cat $CONF_DIR/token' into a 0600 file named by RKFARM_TOKEN_FILE"
   [[ -n "$TLS_CERT" ]] || echo "    without TLS the token crosses the network in clear text: trusted labs only"
+fi
+
+if [[ -n "$FARM_KEY" ]]; then
+  echo "==> farm key (opens encrypted models)"
+  install -m 0600 -o rkfarm -g rkfarm "$FARM_KEY" "$CONF_DIR/farm.key"
+  set_env RKFARM_AGENT_FARM_KEY_FILE "$CONF_DIR/farm.key"
 fi
 
 if [[ -n "$TLS_CERT" || -n "$TLS_KEY" || -n "$TLS_CLIENT_CA" ]]; then
