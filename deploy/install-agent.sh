@@ -4,6 +4,7 @@
 #   sudo ./install-agent.sh                         # rkfarm from PyPI
 #   sudo ./install-agent.sh --wheel rkfarm-0.1.0-py3-none-any.whl
 #   sudo ./install-agent.sh --token                 # require a bearer token: makes /etc/rkfarm/token
+#   sudo ./install-agent.sh --farm-key farm.key     # opens encrypted models (made by `rkfarm keygen` on the PC)
 #   sudo ./install-agent.sh --tls-cert agent-b1.pem --tls-key agent-b1.key [--tls-client-ca ca.pem]
 #   sudo ./install-agent.sh --uninstall
 #
@@ -21,7 +22,7 @@ UNIT=/etc/systemd/system/rkfarm-agent.service
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SPEC="rkfarm"
 TOKEN=0
-TLS_CERT="" TLS_KEY="" TLS_CLIENT_CA=""
+TLS_CERT="" TLS_KEY="" TLS_CLIENT_CA="" FARM_KEY=""
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
