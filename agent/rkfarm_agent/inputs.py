@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm_proto.errors import InputError
-from rkfarm_proto.tensors import dtype_name, shape_str, to_numpy_dtype
+from rkfarm_proto.tensors import shape_str, to_numpy_dtype
 from rkfarm_proto.v1 import common_pb2, package_pb2
 
 Array = npt.NDArray[np.generic]
@@ -151,8 +151,3 @@ def _per_input(value: object, count: int, what: str) -> list[object]:
     if len(value) != count:
         raise InputError(f"{what} has {len(value)} entries for {count} input(s)")
     return list(value)
-
-
-def describe_inputs(specs: Sequence[package_pb2.InputSpec]) -> str:
-    """One line per input, for error messages and `rkfarm info`."""
-    return "; ".join(f"{s.tensor.name}: {dtype_name(s.tensor.dtype)}{shape_str(s.tensor.shape)}" for s in specs)

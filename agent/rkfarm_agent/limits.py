@@ -110,10 +110,6 @@ class StreamGuard:
         self._watchdog = threading.Thread(target=self._watch, name="rkfarm-stream-watchdog", daemon=True)
         self._watchdog.start()
 
-    def active(self, peer: str | None = None) -> int:
-        with self._lock:
-            return sum(1 for t in self._active if peer is None or t.peer == peer)
-
     @contextmanager
     def hold(self, peer: str, method: str, context: grpc.ServicerContext) -> Iterator[StreamTicket]:
         ticket = StreamTicket(peer, method, context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,9 +13,14 @@ from rkfarm_agent.backends.base import Array, LayerTiming, LoadedModel
 from rkfarm_proto.tensors import to_numpy_dtype
 from rkfarm_proto.v1 import agent_pb2, package_pb2
 
+PROFILE_RUNS = 20  # runs averaged into a per-layer table (the profiler slows every run it watches)
 
-def time_runs(model: LoadedModel, feeds: Sequence[Array], runs: int, warmup: int) -> list[float]:
-    """Wall time of each of ``runs`` inferences after ``warmup`` untimed ones, in microseconds."""
+
+def time_runs(
+    model: LoadedModel, feeds: Sequence[Any], runs: int, warmup: int, deadline: float | None = None
+) -> list[float]:
+    """Wall time of each of ``runs`` inferences after ``warmup`` untimed ones, in microseconds; fewer runs if
+    ``time.monotonic()`` passes ``deadline``."""
     for _ in range(warmup):
         model.run(feeds)
     times = []
@@ -22,6 +28,8 @@ def time_runs(model: LoadedModel, feeds: Sequence[Array], runs: int, warmup: int
         start = time.perf_counter_ns()
         model.run(feeds)
         times.append((time.perf_counter_ns() - start) / 1000.0)
+        if deadline is not None and time.monotonic() > deadline:
+            break
     return times
 
 

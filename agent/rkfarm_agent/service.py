@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,15 +29,15 @@ from rkfarm_agent.errors import (
 )
 from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
 from rkfarm_agent.memtrim import MemoryTrimmer
-from rkfarm_agent.perf import dummy_feeds, layer_to_proto
+from rkfarm_agent.perf import PROFILE_RUNS, dummy_feeds, layer_to_proto, time_runs
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import Keyring, KeyUnavailableError
 from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
-from rkfarm_proto.tensors import from_tensor, to_numpy_dtype, to_tensor
+from rkfarm_proto.tensors import from_tensor, to_tensor
 from rkfarm_proto.transport import REFUSED_KEY, REFUSED_UPLOADS
-from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -109,25 +108,6 @@ def stream_rpc(fn: F) -> F:
             _abort(context, exc, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _decode(tensor: common_pb2.Tensor, max_bytes: int) -> Any:
-    """from_tensor, after exact checks in Python integers: hostile shapes (2**40 x 2**40, or with a 0 dim)
-    overflow int64 products or make numpy refuse the reshape with a ValueError."""
-    shape = [int(d) for d in tensor.shape]
-    if all(d >= 0 for d in shape):
-        dt = to_numpy_dtype(tensor.dtype)
-        name = tensor.name[:40]
-        if math.prod(d for d in shape if d) * dt.itemsize > max_bytes:
-            raise InputError(
-                f"tensor {name!r}: shape {shape[:8]} is larger than this agent accepts ({max_bytes} bytes)"
-            )
-        size = math.prod(shape) * dt.itemsize
-        if size != len(tensor.data):
-            raise InputError(
-                f"tensor {name!r}: {len(tensor.data)} data bytes do not match {dt.name}{shape} ({size} bytes)"
-            )
-    return from_tensor(tensor)
 
 
 def _peer_host(context: grpc.ServicerContext) -> str:
@@ -294,7 +274,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def _infer(
         self, session: Session, request: agent_pb2.InferRequest, context: grpc.ServicerContext
     ) -> agent_pb2.InferResponse:
-        arrays = [_decode(t, self._config.max_message_bytes) for t in request.inputs]
+        arrays = [from_tensor(t) for t in request.inputs]
         formats = [f or None for f in request.data_format] or None
         passes = list(request.pass_through) or None
         feeds = session.adapter(arrays, formats, passes)
@@ -336,17 +316,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
             feeds = session.last_feeds or dummy_feeds(session.header)
             deadline = time.monotonic() + min(self._config.max_request_s, context.time_remaining() or 1e9)
-            for _ in range(warmup):
-                session.model.run(feeds)
-            times: list[float] = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                session.model.run(feeds)
-                times.append((time.perf_counter_ns() - t0) / 1000.0)
-                if time.monotonic() > deadline:
-                    log.warning("EvalPerf stopped after %d of %d runs: request time limit", len(times), runs)
-                    break
-            profile = session.model.profile(feeds, runs=min(runs, 20)) if request.per_layer else None
+            times = time_runs(session.model, feeds, runs, warmup, deadline)
+            if len(times) < runs:
+                log.warning("EvalPerf stopped after %d of %d runs: request time limit", len(times), runs)
+            profile = session.model.profile(feeds, runs=min(runs, PROFILE_RUNS)) if request.per_layer else None
             layers = profile.layers if profile else []
             return agent_pb2.EvalPerfResponse(
                 profiled_run_times_us=profile.run_times_us if profile else [],

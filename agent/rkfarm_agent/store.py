@@ -202,7 +202,8 @@ class ModelStore:
             self.quarantine(sha, "corrupt on disk")
             raise StoreError(f"stored model {sha[:12]}… was corrupt on disk and has been removed; upload it again")
         os.utime(path)  # LRU clock
-        return unpack(data, source=f"model {sha[:12]}")
+        # The file hash above covers every byte, payload included: no need to hash the payload a second time.
+        return unpack(data, source=f"model {sha[:12]}", verify_payload=False)
 
     def quarantine(self, sha: str, why: str) -> None:
         """Move a model out of the store (kept aside for a post-mortem) so it can never be loaded again."""

@@ -47,10 +47,6 @@ class ModelPackage:
     def encrypted(self) -> bool:
         return bool(self.header.encryption.algorithm)
 
-    @property
-    def payload_kind_name(self) -> str:
-        return package_pb2.PayloadKind.Name(self.header.payload_kind).removeprefix("PAYLOAD_KIND_").lower()
-
 
 def sha256_hex(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()

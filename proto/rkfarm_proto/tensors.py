@@ -71,17 +71,17 @@ def from_tensor(tensor: common_pb2.Tensor) -> npt.NDArray[np.generic]:
     dt = to_numpy_dtype(tensor.dtype)
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
-        raise InputError(f"tensor {tensor.name!r}: negative dimension in shape {list(shape)}")
+        raise InputError(f"tensor {tensor.name[:80]!r}: negative dimension in shape {list(shape)}")
     expected = math.prod(shape) * dt.itemsize  # Python ints: a hostile shape cannot overflow
     if len(tensor.data) != expected:
         raise InputError(
-            f"tensor {tensor.name!r}: {len(tensor.data)} data bytes do not match "
+            f"tensor {tensor.name[:80]!r}: {len(tensor.data)} data bytes do not match "
             f"{dt.name}{list(shape)} ({expected} bytes)"
         )
     try:
         return np.frombuffer(tensor.data, dtype=dt).reshape(shape)
     except ValueError as exc:  # e.g. a zero-size tensor with a dimension numpy cannot index
-        raise InputError(f"tensor {tensor.name!r}: shape {list(shape)} is not usable: {exc}") from None
+        raise InputError(f"tensor {tensor.name[:80]!r}: shape {list(shape)} is not usable: {exc}") from None
 
 
 def shape_str(shape: Sequence[int]) -> str:

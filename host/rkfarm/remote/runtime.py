@@ -54,7 +54,6 @@ class RemoteRuntime(Runtime):
         self._client = AgentClient(device.address, timeout_s=timeout_s)
         self._lock = threading.Lock()
         self._session_id = ""
-        self._backend = ""
         self.uploaded_bytes = 0
         self._closed = threading.Event()
         self._stream: LockstepStream | None = None
@@ -81,7 +80,6 @@ class RemoteRuntime(Runtime):
         )
         with self._lock:
             self._session_id = response.session_id
-            self._backend = response.backend
             self._lease_granted = response.lease_s
         log.info(
             "session %s on %s (%s), lease %.0f s",

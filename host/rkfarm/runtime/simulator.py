@@ -18,7 +18,7 @@ from rkfarm.runtime import Array, Runtime
 from rkfarm_agent.backends.base import LoadOptions, MemoryReport
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
 from rkfarm_agent.inputs import InputAdapter
-from rkfarm_agent.perf import dummy_feeds, time_runs
+from rkfarm_agent.perf import PROFILE_RUNS, dummy_feeds, time_runs
 from rkfarm_proto.package import ModelPackage
 from rkfarm_proto.v1 import package_pb2
 
@@ -51,7 +51,7 @@ class SimulatorRuntime(Runtime):
     def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
         feeds = self._last_feeds or dummy_feeds(self._header)
         times = time_runs(self._model, feeds, runs, warmup)
-        profile = self._model.profile(feeds, runs=min(runs, 20)) if perf_debug else None
+        profile = self._model.profile(feeds, runs=min(runs, PROFILE_RUNS)) if perf_debug else None
         return PerfData(
             run_times_us=times,
             layers=profile.layers if profile else [],
