@@ -204,6 +204,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self, first: agent_pb2.UploadChunk, chunks: Iterator[agent_pb2.UploadChunk]
     ) -> agent_pb2.UploadResponse:
         upload = self._store.begin_upload(first.sha256, first.total_size, first.offset)
+        if upload is None:  # another client's upload of this model finished meanwhile
+            size = self._store.status(first.sha256).size_bytes
+            return agent_pb2.UploadResponse(sha256=first.sha256, size_bytes=size, received_bytes=0)
         committed = False
         try:
             upload.write(first.data)

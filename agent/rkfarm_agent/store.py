@@ -215,7 +215,9 @@ class ModelStore:
         log.warning("store: model %s %s; moved to %s", sha[:12], why, target)
 
     # -- uploads -----------------------------------------------------------------------------------------
-    def begin_upload(self, sha: str, total: int, offset: int) -> Upload:
+    def begin_upload(self, sha: str, total: int, offset: int) -> Upload | None:
+        """An upload to write to, or None when the model is already stored (a concurrent upload of it may
+        have finished between the caller's status check and now: the check is repeated under the lock)."""
         check_sha256(sha)
         if total > self.max_upload_bytes:
             raise UploadTooLargeError(
@@ -231,6 +233,8 @@ class ModelStore:
         with self._lock:
             if sha in self._uploading:
                 raise UploadConflictError("another upload of this model is in progress; retry when it ends")
+            if self.model_path(sha).exists():
+                return None
             self._uploading.add(sha)
         try:
             if offset == 0:
