@@ -16,9 +16,10 @@ VENDOR_PARAMETERS = [
     "mean_values", "std_values", "quantized_dtype", "quantized_algorithm", "quantized_method",
     "quantized_hybrid_level", "target_platform", "quant_img_RGB2BGR", "float_dtype", "optimization_level",
     "custom_string", "remove_weight", "compress_weight", "inputs_yuv_fmt", "single_core_mode", "dynamic_input",
-    "model_pruning", "op_target", "quantize_weight", "remove_reshape", "sparse_infer", "enable_flash_attention",
-    "auto_hybrid_cos_thresh", "auto_hybrid_euc_thresh",
-]  # fmt: skip
+    "model_pruning", "op_target", "quantize_weight", "remove_reshape", "sparse_infer", "mini_rknn",
+    "enable_flash_attention", "auto_hybrid_cos_thresh", "auto_hybrid_euc_thresh", "memory_plan_strategy",
+    "compute_order", "compiler_control_file",
+]  # fmt: skip  (RKNN-Toolkit2 2.5.0's config(), in its order)
 
 
 def test_signature_lists_every_vendor_parameter_with_vendor_defaults() -> None:
@@ -43,8 +44,19 @@ def test_defaults_are_accepted() -> None:
         ({"mean_valus": [1]}, ConfigError, "did you mean 'mean_values'"),
         ({"quantized_algorithm": "magic"}, ConfigError, "normal, mmse, kl_divergence"),
         ({"quantized_dtype": "w16a16i"}, NotSupportedError, "w8a8"),
-        ({"quantized_method": "group32"}, ConfigError, "channel, layer"),
-        ({"float_dtype": "bfloat16"}, ConfigError, "float16, float32"),
+        ({"quantized_dtype": "int3"}, NotSupportedError, "w8a8"),
+        ({"quantized_method": "group32"}, NotSupportedError, "w4a16"),
+        ({"quantized_method": "tensor"}, ConfigError, "channel, layer"),
+        ({"quantized_algorithm": "gdq"}, NotSupportedError, "gdq"),
+        ({"float_dtype": "bfloat16"}, NotSupportedError, "bfloat16"),
+        ({"float_dtype": "float64"}, ConfigError, "float16, float32"),
+        ({"mini_rknn": True}, NotSupportedError, "mini"),
+        ({"memory_plan_strategy": "GreedyBySize"}, NotSupportedError, "vendor NPU compiler"),
+        ({"memory_plan_strategy": "Greedy"}, ConfigError, "BestFit, GreedyBySize"),
+        ({"compute_order": "DepthFirst"}, NotSupportedError, "vendor NPU compiler"),
+        ({"compute_order": "sideways"}, ConfigError, "WidthFirst, DepthFirst"),
+        ({"compiler_control_file": "ctl.json"}, NotSupportedError, "compiler_control_file"),
+        ({"single_core_mode": "yes"}, ConfigError, "True or False"),
         ({"optimization_level": 7}, ConfigError, "0, 1, 2 or 3"),
         ({"std_values": [[1, 0, 1]]}, ConfigError, "must not contain 0"),
         ({"mean_values": [["a"]]}, ConfigError, "finite numbers"),

@@ -70,7 +70,6 @@ def test_samples_are_preprocessed_like_inference(folder: Path, specs: list[packa
     ("text", "message"),
     [
         ("imgs/0.png\nimgs/missing.png\n", r"line 2: .*missing\.png: no such file"),
-        ("imgs/0.png\n\nsmall.jpg\n", r"line 3: .*small\.jpg: image is 100x48 but input 'x' takes 192x48"),
         ("notes.txt\n", r"line 1: .*notes\.txt: not a calibration file"),
         ("imgs/0.png\nfake.png\n", r"line 2: .*fake\.png: not an image Pillow can decode"),
         ("imgs/0.png\nbroken.png\n", r"line 2: .*broken\.png: cannot read the image"),
@@ -100,8 +99,8 @@ def test_missing_dataset_file(specs: list[package_pb2.InputSpec], tmp_path: Path
 def test_build_reports_dataset_errors(cls_onnx: Path, folder: Path, rknn: RKNN) -> None:
     rknn.config(mean_values=CLS_MEAN, std_values=CLS_STD)
     rknn.load_onnx(str(cls_onnx), input_size_list=[CLS_SIZE])
-    with pytest.raises(DatasetError, match="line 1: .*small.jpg: image is 100x48"):
-        rknn.build(do_quantization=True, dataset=str(dataset(folder, "small.jpg\n")))
+    with pytest.raises(DatasetError, match=r"line 2: .*notes\.txt: not a calibration file"):
+        rknn.build(do_quantization=True, dataset=str(dataset(folder, "small.jpg\nnotes.txt\n")))
     quiet = RKNN()  # the vendor contract: -1 and the reason logged
     quiet.config(mean_values=CLS_MEAN, std_values=CLS_STD)
     quiet.load_onnx(str(cls_onnx), input_size_list=[CLS_SIZE])
@@ -173,3 +172,119 @@ def test_cli_reports_the_bad_line(cls_onnx: Path, folder: Path, capsys: pytest.C
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("rkfarm: error: ") and "line 3" in err and "notes.txt" in err
+
+
+def test_resize_is_the_vendors_bilinear() -> None:
+    """OpenCV's INTER_LINEAR, as the vendor resizes: half-pixel centres, no antialiasing, rounded to uint8
+    (Pillow's bilinear filter would average over a wider support when shrinking and give other numbers)."""
+    from rkfarm.quant.dataset import resize_bilinear
+
+    row = np.array([[0, 40, 80, 120]], np.uint8)
+    assert resize_bilinear(row, 1, 2).tolist() == [[20, 100]]  # sources x = 0.5 and 2.5
+    assert resize_bilinear(np.array([[0, 1]], np.uint8), 1, 4).tolist() == [[0, 0, 1, 1]]  # 0, .25, .75, 1
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[1, 1] = (200, 100, 40)
+    # 0.75 * 0.75 of the corner pixel, rounded half up: 112.5, 56.25, 22.5
+    assert resize_bilinear(image, 4, 4)[2, 2].tolist() == [113, 56, 23]
+
+
+def test_images_of_another_size_are_resized(
+    folder: Path, specs: list[package_pb2.InputSpec], caplog: pytest.LogCaptureFixture
+) -> None:
+    from rkfarm.quant.dataset import resize_bilinear
+
+    image = text_lines(3, seed=4)[0].image
+    Image.fromarray(image).resize((384, 96)).save(folder / "big.png")  # twice the input size
+    with caplog.at_level("INFO", logger="rkfarm"):
+        data = CalibrationDataset(dataset(folder, "big.png\nsmall.jpg\nimgs/0.png\n"), specs)
+    assert sum("resizing calibration images" in r.getMessage() for r in caplog.records) == 1
+    big, small, same = list(data)
+    assert big[0].shape == small[0].shape == same[0].shape == (1, 3, 48, 192)
+    want = resize_bilinear(np.asarray(Image.open(folder / "big.png").convert("RGB")), 48, 192).astype(np.float32)
+    bgr = ((want[..., ::-1] - 127.5) / 127.5).transpose(2, 0, 1)[np.newaxis]
+    np.testing.assert_allclose(big[0], bgr, atol=1e-6)
+    # a 2x shrink with half-pixel centres averages each 2x2 block: close to the original line
+    assert np.abs(big[0] - same[0]).mean() < 0.05
+
+
+def test_npy_samples_are_read_in_the_models_layout(tmp_path: Path) -> None:
+    """The vendor reads .npy samples as NCHW; with a 3x3x3 input an array fits NHWC and NCHW alike."""
+    weight = numpy_helper.from_array(np.ones((1, 3, 1, 1), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "cube",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3])],
+        [weight],
+    )
+    specs = input_specs(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), RknnConfig())
+    cube = np.arange(27, dtype=np.float32).reshape(1, 3, 3, 3)
+    np.save(tmp_path / "batched.npy", cube)
+    np.save(tmp_path / "plain.npy", cube[0])
+    np.save(tmp_path / "nhwc.npy", np.zeros((1, 3, 3, 2), np.float32))
+    (tmp_path / "dataset.txt").write_text("batched.npy\nplain.npy\n")
+    for sample in CalibrationDataset(tmp_path / "dataset.txt", specs):
+        np.testing.assert_array_equal(sample[0], cube)  # not transposed
+    (tmp_path / "dataset.txt").write_text("nhwc.npy\n")
+    with pytest.raises(DatasetError, match=r"nhwc\.npy: .*expected shape"):
+        CalibrationDataset(tmp_path / "dataset.txt", specs)
+
+
+def _cache_model(path: Path) -> Path:
+    """A [1, 6, 1, 2] input beside a [4, 6, 1, 2] cache: the inputs differ in dim 0 (which is no batch dim)."""
+    nodes = [
+        helper.make_node("ReduceMean", ["cache"], ["mean"], axes=[0], keepdims=1),
+        helper.make_node("Add", ["new", "mean"], ["sum"]),
+        helper.make_node("Relu", ["sum"], ["out"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "cache",
+        [
+            helper.make_tensor_value_info("new", TensorProto.FLOAT, [1, 6, 1, 2]),
+            helper.make_tensor_value_info("cache", TensorProto.FLOAT, [4, 6, 1, 2]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 1, 2])],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_inputs_of_one_sample_may_differ_in_dim0(tmp_path: Path) -> None:
+    model = _cache_model(tmp_path / "cache.onnx")
+    rng = np.random.default_rng(3)
+    lines, caches, news = [], [], []
+    for i in range(5):
+        caches.append(rng.uniform(-1, 3, (4, 6, 1, 2)).astype(np.float32))
+        news.append(rng.uniform(-2, 1, (1, 6, 1, 2)).astype(np.float32))
+        np.save(tmp_path / f"cache{i}.npy", caches[-1])
+        np.save(tmp_path / f"new{i}.npy", news[-1])
+        lines.append(f"new{i}.npy cache{i}.npy")
+    (tmp_path / "dataset.txt").write_text("\n".join(lines) + "\n")
+    with RKNN(raise_errors=True) as rknn:
+        rknn.config(float_dtype="float32")
+        rknn.load_onnx(str(model))
+        rknn.build(do_quantization=True, dataset=str(tmp_path / "dataset.txt"))
+        assert rknn.package is not None
+        table = table_from_qdq(onnx.load_from_string(rknn.package.payload))
+        # each input's range is that input's data, not a slice of it (no row of one input fed as another's)
+        for name, data in (("cache", caches), ("new", news)):
+            low, high = min(float(d.min()) for d in data), max(float(d.max()) for d in data)
+            step = (high - low) / 255  # the range read back from scale and zero point is exact to a step
+            assert table[name].min[0] == pytest.approx(low, abs=step)
+            assert table[name].max[0] == pytest.approx(high, abs=step)
+        rknn.init_runtime()
+        got = rknn.inference([news[0], caches[0]], data_format=["nchw", "nchw"])
+    assert got is not None and got[0].shape == (1, 6, 1, 2)
+    want = np.maximum(news[0] + caches[0].mean(axis=0, keepdims=True), 0)
+    assert np.abs(got[0] - want).max() < 0.05
+
+
+def test_a_line_whose_inputs_hold_different_shares_of_a_run(tmp_path: Path) -> None:
+    model = _cache_model(tmp_path / "cache.onnx")
+    np.save(tmp_path / "cache.npy", np.zeros((4, 6, 1, 2), np.float32))
+    np.save(tmp_path / "two.npy", np.zeros((2, 6, 1, 2), np.float32))
+    (tmp_path / "dataset.txt").write_text("two.npy cache.npy\n")
+    specs = input_specs(load_onnx(model, None, None, None, None).model, RknnConfig())
+    with pytest.raises(DatasetError, match=r"line 1: the inputs hold 'new': 2, 'cache': 4 rows .* takes 1, 4"):
+        CalibrationDataset(tmp_path / "dataset.txt", specs)

@@ -14,8 +14,21 @@ from rkfarm_proto.platforms import PLATFORMS, normalize_platform
 QUANTIZED_DTYPES = {"w8a8": "w8a8", "asymmetric_quantized-8": "w8a8"}
 QUANTIZED_ALGORITHMS = ("normal", "mmse", "kl_divergence")
 QUANTIZED_METHODS = ("channel", "layer")
-FLOAT_DTYPES = ("float16", "float32")
+FLOAT_DTYPES = ("float16", "float32")  # float32 is an rkfarm extension: the vendor's NPU has no fp32 mode
 MAX_CUSTOM_STRING = 1024
+# Values the vendor accepts that rkfarm does not implement, refused with the reason rather than mistaken for typos.
+_VENDOR_ONLY_VALUES: dict[str, tuple[tuple[object, ...], str]] = {
+    "quantized_dtype": (
+        ("w8a16", "w16a16i", "w16a16i_dfp", "w4a16", "asymmetric_quantized-16", "dynamic_fixed_point-i8",
+         "dynamic_fixed_point-i16"),
+        "rkfarm implements w8a8 (also spelled 'asymmetric_quantized-8')",
+    ),
+    "quantized_algorithm": (("gdq",), "gdq is the vendor's algorithm for w4a16/w8a16, which rkfarm does not implement"),
+    "float_dtype": (("bfloat16", "tfloat32"), "the payload computes in float16 or float32 on ONNX Runtime"),
+}  # fmt: skip
+# The vendor NPU compiler's own choices, with their default first: only the default is meaningful here.
+MEMORY_PLAN_STRATEGIES = ("BestFit", "GreedyBySize", "GreedyByLifetime", "SlowPeakGrowth")
+COMPUTE_ORDERS = ("WidthFirst", "DepthFirst")
 
 # Vendor options that are valid but not implemented: the value that asks for them, and why not.
 _NOT_SUPPORTED: dict[str, tuple[object, str]] = {
@@ -24,6 +37,7 @@ _NOT_SUPPORTED: dict[str, tuple[object, str]] = {
     "sparse_infer": (True, "sparse inference needs the vendor NPU's sparse kernels"),
     "enable_flash_attention": (True, "flash attention is a vendor NPU kernel"),
     "remove_reshape": (True, "removing input/output Reshape is not implemented yet"),
+    "mini_rknn": (True, "mini models are a format of the vendor's mini-runtime"),
 }
 
 
@@ -52,14 +66,29 @@ class RknnConfig:
     quantize_weight: bool = False
     remove_reshape: bool = False
     sparse_infer: bool = False
+    mini_rknn: bool = False
     enable_flash_attention: bool = False
     auto_hybrid_cos_thresh: float = 0.98
     auto_hybrid_euc_thresh: float | None = None
+    memory_plan_strategy: str = MEMORY_PLAN_STRATEGIES[0]
+    compute_order: str = COMPUTE_ORDERS[0]
+    compiler_control_file: str | None = None
     extras: dict[str, Any] = field(default_factory=dict, repr=False)  # not a vendor parameter
 
     @classmethod
     def parameter_names(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.name != "extras"]
+
+    @classmethod
+    def from_call(cls, base: RknnConfig | None, args: Sequence[Any], kwargs: dict[str, Any]) -> RknnConfig:
+        """``config(*args, **kwargs)`` as the vendor takes it: positional arguments in the vendor's order."""
+        names = cls.parameter_names()
+        if len(args) > len(names):
+            raise ConfigError(f"config() takes at most {len(names)} positional arguments, got {len(args)}")
+        twice = [name for name in names[: len(args)] if name in kwargs]
+        if twice:
+            raise ConfigError(f"config() got {', '.join(map(repr, twice))} both by position and by name")
+        return cls.from_kwargs(base, **dict(zip(names, args)), **kwargs)
 
     @classmethod
     def from_kwargs(cls, base: RknnConfig | None = None, **kwargs: Any) -> RknnConfig:
@@ -83,6 +112,28 @@ class RknnConfig:
         for name, (bad, why) in _NOT_SUPPORTED.items():
             if getattr(self, name) == bad:
                 raise NotSupportedError(f"config({name}={bad!r}) is not supported by rkfarm: {why}")
+        for name, (values, why) in _VENDOR_ONLY_VALUES.items():
+            if getattr(self, name) in values:
+                raise NotSupportedError(f"config({name}={getattr(self, name)!r}) is not supported by rkfarm: {why}")
+        if isinstance(self.quantized_method, str) and self.quantized_method.startswith("group"):
+            raise NotSupportedError(
+                f"config(quantized_method={self.quantized_method!r}) is not supported by rkfarm: group quantization "
+                "belongs to the vendor's w4a16, which rkfarm does not implement"
+            )
+        for name, choices in (("memory_plan_strategy", MEMORY_PLAN_STRATEGIES), ("compute_order", COMPUTE_ORDERS)):
+            _one_of(name, getattr(self, name), choices)
+            if getattr(self, name) != choices[0]:
+                raise NotSupportedError(
+                    f"config({name}={getattr(self, name)!r}) is not supported by rkfarm: it steers the vendor NPU "
+                    f"compiler; ONNX Runtime plans and orders the payload itself (the default {choices[0]!r} is "
+                    "accepted)"
+                )
+        if self.compiler_control_file is not None:
+            raise NotSupportedError(
+                "config(compiler_control_file=...) is not supported by rkfarm: it is a file for the vendor NPU compiler"
+            )
+        if not isinstance(self.single_core_mode, bool):
+            raise ConfigError(f"single_core_mode must be True or False, got {self.single_core_mode!r}")
         self.mean_values = _per_input_numbers(self.mean_values, "mean_values")
         self.std_values = _per_input_numbers(self.std_values, "std_values")
         if self.std_values and any(v == 0 for row in self.std_values for v in row):

@@ -196,7 +196,10 @@ def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -
             f"no agent with id {device_id!r} found (found: {known}); give host:port, or add it to RKFARM_AGENTS "
             "or the inventory file if multicast does not reach it"
         )
-    matching = [d for d in devices if target is None or d.platform in (target, "unknown")]
+    # an agent of the target's platform wins; only without one may an agent that reports no platform (a PC) serve
+    matching = [d for d in devices if target is None or d.platform == target]
+    if target is not None and not matching:
+        matching = [d for d in devices if d.platform == "unknown"]
     if len(matching) == 1:
         return usable(matching[0])
     if not matching:

@@ -42,6 +42,26 @@ def make_farm_key(path: Path | None = None) -> Path:
     return target
 
 
+def ensure_farm_key(path: Path | None = None) -> Path:
+    """The farm key file, made (0600) on first use so that encrypting needs no set-up, as with the vendor."""
+    target = path or default_farm_key_path()
+    if target.exists():
+        return target
+    try:
+        make_farm_key(target)
+    except KeyFileError:
+        return target  # another process made it meanwhile
+    except OSError as exc:
+        raise KeyFileError(f"{target}: cannot create the farm key: {exc.strerror or exc}") from None
+    log.warning(
+        "created the farm key %s (mode 0600). Boards need it to open models encrypted for it: copy it to each "
+        "board and install the agent with `deploy/install-agent.sh --farm-key FILE` (or run "
+        "`rkfarm-agent serve --farm-key-file FILE`); keep it secret",
+        target,
+    )
+    return target
+
+
 def host_keyring(key_file: Path | None = None) -> Keyring:
     """The host's keys: the farm key file if there is one."""
     path = key_file or default_farm_key_path()

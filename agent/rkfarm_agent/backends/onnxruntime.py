@@ -1,7 +1,8 @@
 """ONNX Runtime backend: runs ONNX payloads (float, float16, QDQ int8) on any board or PC.
 
 core_mask -> threads: the vendor's NPU core bits become ONNX Runtime intra-op threads, one per set bit
-(``NPU_CORE_AUTO`` = 0 lets ONNX Runtime choose, ``NPU_CORE_ALL`` = every CPU), capped at the CPU count.
+(``NPU_CORE_AUTO`` = 0 lets ONNX Runtime choose, ``NPU_CORE_ALL`` = every CPU), capped at the CPU count. A
+package built with ``single_core_mode=True`` runs on one core: one thread.
 Per-layer times come from ONNX Runtime's own profiler, in a separate profiling session so that the main
 session's timings are not disturbed.
 """
@@ -15,6 +16,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +49,21 @@ def threads_for_core_mask(core_mask: int, cpu_count: int | None = None) -> int:
     if core_mask == NPU_CORE_ALL:
         return cpus
     return max(1, min(bin(core_mask & 0xFFFF).count("1"), cpus))
+
+
+def single_core_mask(header: package_pb2.PackageHeader, core_mask: int) -> int:
+    """The core mask a package built with ``single_core_mode=True`` runs with: one core (auto becomes
+    ``NPU_CORE_0``); a mask naming several cores is refused, as such a model has only one core's program."""
+    if not header.single_core:
+        return core_mask
+    if core_mask == 0:
+        return 0x1
+    if core_mask == NPU_CORE_ALL or bin(core_mask & 0xFFFF).count("1") > 1:
+        raise BackendError(
+            f"the model was built with single_core_mode=True and runs on one NPU core; core_mask {core_mask:#x} "
+            "names several: use NPU_CORE_AUTO, NPU_CORE_0, NPU_CORE_1 or NPU_CORE_2"
+        )
+    return core_mask
 
 
 def _session_options(core_mask: int, profile_prefix: str | None = None, spin_between_runs: bool = True) -> Any:
@@ -98,6 +115,7 @@ class OnnxRuntimeModel(LoadedModel):
     def __init__(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> None:
         self._header = header
         self._payload = payload
+        options = replace(options, core_mask=single_core_mask(header, options.core_mask))
         self._options = options
         import onnxruntime  # noqa: F401  (first import is process overhead, not this model's memory)
 

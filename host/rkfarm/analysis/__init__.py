@@ -7,8 +7,8 @@ output folder:
 
 * ``error_analysis.txt`` — the per-layer table in the vendor's layout (``text``);
 * ``report.html`` — a self-contained page with a per-layer plot and a sortable table (``report``);
-* ``golden/``, ``simulator/`` (and ``runtime/``) — every analysed tensor as ``.txt`` and ``.npy``, with
-  ``map_name_to_file.txt`` (``dumps``).
+* ``golden/``, ``simulator/`` (and ``runtime/``) — every analysed tensor as ``<name>.txt`` and
+  ``npy/<name>.npy``, named as the vendor names them, with ``map_name_to_file.txt`` (``dumps``).
 
 ``RKNN.accuracy_analysis()`` calls it after ``build()`` or ``hybrid_quantization_step2()``; hybrid
 quantization uses ``LayerRunner`` / ``layer_errors`` to rank layers over several samples.
@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 from rkfarm import graph
-from rkfarm.analysis.dumps import DumpWriter
+from rkfarm.analysis.dumps import MAP_FILE, DumpWriter
 from rkfarm.analysis.metrics import Array, Means
 from rkfarm.analysis.report import render_report, write_report
 from rkfarm.analysis.result import AnalysisResult, LayerError
@@ -76,10 +76,12 @@ def run_accuracy_analysis(
     model_name: str = "",
     package: ModelPackage | None = None,
     open_runtime: RuntimeOpener | None = None,
+    dump: bool = True,
 ) -> AnalysisResult:
     """Analyse one sample (``feeds``: preprocessed model inputs) and write the files into ``output_dir``.
 
     With ``open_runtime`` (and the built ``package``), the entire model is packaged and run there too.
+    ``dump=False`` writes the error table, the report and the name map but no tensor dumps.
     """
     started = time.perf_counter()
     runner = LayerRunner(float_model, qdq_model, tensors)
@@ -88,8 +90,9 @@ def run_accuracy_analysis(
     for p in runner.probes:
         entire.add(p.name, values.golden[p.name], values.entire[p.name])
         single.add(p.name, values.golden[p.name], values.single[p.name])
-    dumps = DumpWriter(output_dir, runner.probes)
-    files = {"golden": dumps.write("golden", values.golden), "simulator": dumps.write("simulator", values.entire)}
+    dumps = DumpWriter(output_dir, runner.probes, dump)
+    written = {"golden": dumps.write("golden", values.golden), "simulator": dumps.write("simulator", values.entire)}
+    files = {folder: path for folder, path in written.items() if path is not None}
     where = None
     vs_golden, vs_sim = Means(), Means()
     if open_runtime is not None:
@@ -105,7 +108,8 @@ def run_accuracy_analysis(
         for p in runner.probes:
             vs_golden.add(p.name, values.golden[p.name], on_board[p.name])
             vs_sim.add(p.name, values.entire[p.name], on_board[p.name])
-        files["runtime"] = dumps.write("runtime", on_board)
+        if (board_dir := dumps.write("runtime", on_board)) is not None:
+            files["runtime"] = board_dir
         del on_board
     del values
     layers = []
@@ -115,7 +119,7 @@ def run_accuracy_analysis(
     result = AnalysisResult(layers, 1, model_name, where, output_dir)
     files["error_analysis"] = write_error_analysis(result, output_dir / "error_analysis.txt")
     files["report"] = write_report(result, output_dir / "report.html")
-    files["map"] = output_dir / "map_name_to_file.txt"
+    files["map"] = output_dir / MAP_FILE
     result.files = files
     result.elapsed_s = time.perf_counter() - started
     worst = result.worst(1)

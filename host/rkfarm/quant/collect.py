@@ -44,9 +44,13 @@ def expose(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
     return m
 
 
-def _rows(model: onnx.ModelProto) -> int:
-    dims = graph.dims_of(graph.real_inputs(model)[0])
-    return dims[0] if dims and dims[0] > 0 else 1
+def _rows(model: onnx.ModelProto) -> list[int]:
+    """Dim 0 of every input: the rows one run takes of each (inputs may differ, e.g. a cache beside an image)."""
+    rows = []
+    for value in graph.real_inputs(model):
+        dims = graph.dims_of(value)
+        rows.append(dims[0] if dims and dims[0] > 0 else 1)
+    return rows
 
 
 def _scaled_shapes(model: onnx.ModelProto, factor: int) -> dict[str, list[int]] | None:
@@ -96,6 +100,8 @@ def batchable(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     rows = _rows(m)
+    if len(set(rows)) != 1:
+        return m  # inputs of different dim 0: that dim is not one batch, leave the graph alone
     inits = {t.name: t for t in m.graph.initializer}
     shapes = {v.name: graph.dims_of(v) for v in [*m.graph.value_info, *m.graph.input]}
     for node in m.graph.node:
@@ -105,7 +111,7 @@ def batchable(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         target = numpy_helper.to_array(inits[node.input[1]]).copy()
         source = shapes.get(node.input[0], [])
-        if target.ndim == 1 and target.size and target[0] == rows and source and source[0] == rows:
+        if target.ndim == 1 and target.size and target[0] == rows[0] and source and source[0] == rows[0]:
             target[0] = 0
             name = f"{node.input[1]}_keep_batch"
             if name not in inits:
@@ -140,8 +146,10 @@ def _session(model: onnx.ModelProto) -> Any:
         raise BuildError(f"ONNX Runtime cannot run the float model for calibration: {exc}") from None
 
 
-def _batches(dataset: CalibrationDataset, rows: int, exact: bool) -> Iterator[tuple[list[Array], int]]:
-    """Samples concatenated into batches of ``rows`` rows, with the number of samples each batch completes.
+def _batches(dataset: CalibrationDataset, rows: Sequence[int], exact: bool) -> Iterator[tuple[list[Array], int]]:
+    """Samples concatenated into batches of ``rows[i]`` rows of input ``i``, with the number of samples each
+    batch completes. Inputs advance in lockstep: the dataset checked that every input of a sample holds the
+    same share of a run, so counting the first input's rows counts them all.
 
     ``exact``: the model takes exactly ``rows`` rows, so the last batch is topped up with samples from the
     start of the dataset (which only repeats data the statistics have already seen).
@@ -152,25 +160,25 @@ def _batches(dataset: CalibrationDataset, rows: int, exact: bool) -> Iterator[tu
         pending.append(sample)
         have += sample[0].shape[0]
         samples += 1
-        while have >= rows:
+        while have >= rows[0]:
             joined = [np.concatenate(parts) for parts in zip(*pending)]
-            yield [a[:rows] for a in joined], samples
-            rest = [a[rows:] for a in joined]
+            yield [a[:n] for a, n in zip(joined, rows)], samples
+            rest = [a[n:] for a, n in zip(joined, rows)]
             pending = [rest] if rest[0].shape[0] else []
-            have -= rows
+            have -= rows[0]
             samples = 0
     if not have:
         return
     if exact:
-        log.info("topping up the last calibration batch (%d of %d rows) from the start of the dataset", have, rows)
-        while have < rows:
+        log.info("topping up the last calibration batch (%d of %d rows) from the start of the dataset", have, rows[0])
+        while have < rows[0]:
             for sample in dataset:
                 pending.append(sample)
                 have += sample[0].shape[0]
-                if have >= rows:
+                if have >= rows[0]:
                     break
     joined = [np.concatenate(parts) for parts in zip(*pending)]
-    yield [a[:rows] for a in joined], samples
+    yield [a[:n] for a, n in zip(joined, rows)], samples
 
 
 def model_batches(
@@ -198,11 +206,14 @@ def collect(
     model = batchable(model)
     exposed = expose(model, tensors)
     rows = _rows(model)
-    factor = batch_factor(model, tensors, memory_budget_bytes, max(1, max_batch // rows))
+    factor = 1
+    if len(set(rows)) == 1:  # stack several runs only where dim 0 is one batch for every input
+        runs = max(1, sum(dataset.line_rows) // rows[0])
+        factor = min(batch_factor(model, tensors, memory_budget_bytes, max(1, max_batch // rows[0])), runs)
     flexible = factor > 1
     if flexible:
         exposed = _free_batch(exposed)
-        rows = max(1, min(rows * factor, len(dataset)))
+        rows = [r * factor for r in rows]
     session = _session(exposed)
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
@@ -220,6 +231,6 @@ def collect(
         "calibrated %d tensors on %d samples (batch %d) in %.2f s",
         len(tensors),
         len(dataset),
-        rows,
+        rows[0],
         time.perf_counter() - started,
     )

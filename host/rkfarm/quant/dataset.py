@@ -5,10 +5,14 @@ takes one file per input on the line, separated by spaces, in input order. Files
 bmp; decoded with Pillow to RGB, or to grayscale for one-channel inputs) or ``.npy`` arrays. Relative paths are
 relative to the folder of the dataset file. Lines starting with ``#`` are comments (an rkfarm extension).
 
-Images are not resized: the vendor expects calibration images of the model's input size, and a silent resize
-would calibrate on pictures the deployed model never sees (a different aspect ratio or letterboxing), so an
-image of another size is an error naming the line. ``.npy`` arrays are taken like ``inference()`` inputs:
-NHWC for 4-D image inputs (NCHW accepted when unambiguous), with or without the batch dim.
+An image of another size than the input is resized as the vendor resizes it: OpenCV's bilinear
+``cv2.resize`` (``INTER_LINEAR``) of the decoded RGB image, bit for bit; rkfarm logs once per dataset that it
+did. ``.npy`` arrays are in the model's layout, as the vendor reads them: NCHW for 4-D image inputs, with or
+without the batch dim (rkfarm also takes an NHWC array whose shape cannot be mistaken for NCHW).
+
+A line is one sample of the model's inputs as they are, batch dims included: inputs may differ in dim 0
+(a ``[4, 48, 1, 8]`` cache beside a ``[1, 3, 224, 224]`` image). A model built with ``rknn_batch_size=N`` takes
+N lines per run. Within a line, every input must hold the same share of a run.
 
 Every sample goes through the runtime's own ``InputAdapter`` with the package's input specs, so calibration
 sees exactly the numbers inference will see: layout, ``quant_img_RGB2BGR`` (images only), then
@@ -58,11 +62,20 @@ class CalibrationDataset:
         them), use those files and name ``path`` only in messages."""
         self.path = Path(path)
         self._specs = [_batch_free(s) for s in specs]
+        self.model_rows = [int(s.tensor.shape[0]) if s.tensor.shape and s.tensor.shape[0] > 0 else 1 for s in specs]
         self._adapter = InputAdapter(self._specs)
+        self._resized: tuple[int, int] | None = None  # (width, height) of the first image resized, for the log
+        self.line_rows: list[int] = []  # rows (dim 0) of the first input on each line
         self._listed = samples is not None
         self.lines = self._parse() if samples is None else self._from_files(samples)
         for line in self.lines:
             self._check(line)
+        if self._resized is not None:
+            log.info(
+                "%s: resizing calibration images to the model's input size (first: %dx%d), bilinear as the vendor",
+                self.path,
+                *self._resized,
+            )
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -119,7 +132,7 @@ class CalibrationDataset:
 
     def _check(self, line: SampleLine) -> None:
         """Existence, kind and size of each file, without decoding images."""
-        rows = None
+        rows: list[int] = []
         for file, spec in zip(line.files, self._specs):
             where = f"{self._where(line)}: {file}"
             if not file.is_file():
@@ -135,9 +148,16 @@ class CalibrationDataset:
                 raise DatasetError(
                     f"{where}: not a calibration file; use images ({', '.join(sorted(IMAGE_SUFFIXES))}) or .npy"
                 )
-            if rows is not None and n != rows:
-                raise DatasetError(f"{self._where(line)}: the inputs of one sample have different batch sizes")
-            rows = n
+            rows.append(n)
+        self.line_rows.append(rows[0])
+        # every input must hold the same share of one model run (lines are stacked along dim 0 in lockstep)
+        if any(n * self.model_rows[0] != rows[0] * m for n, m in zip(rows, self.model_rows)):
+            given = ", ".join(f"{s.tensor.name!r}: {n}" for s, n in zip(self._specs, rows))
+            takes = ", ".join(str(m) for m in self.model_rows)
+            raise DatasetError(
+                f"{self._where(line)}: the inputs hold {given} rows (dim 0) but the model takes {takes}: "
+                "each input must hold the same fraction of a model run"
+            )
 
     @staticmethod
     def _image_size(spec: package_pb2.InputSpec, where: str) -> tuple[int, int, int]:
@@ -159,11 +179,8 @@ class CalibrationDataset:
             raise DatasetError(f"{where}: not an image Pillow can decode") from None
         except OSError as exc:
             raise DatasetError(f"{where}: cannot read the image: {exc}") from None
-        if size != (width, height):
-            raise DatasetError(
-                f"{where}: image is {size[0]}x{size[1]} but input {spec.tensor.name!r} takes {width}x{height} "
-                "(width x height); resize calibration images to the model's input size, as inference will see them"
-            )
+        if size != (width, height) and self._resized is None:
+            self._resized = size
 
     def _check_array(self, file: Path, spec: package_pb2.InputSpec, where: str) -> int:
         try:
@@ -184,7 +201,7 @@ class CalibrationDataset:
         arrays: list[Array] = [np.zeros([max(1, d) for d in s.tensor.shape], np.float32) for s in self._specs]
         arrays[index] = np.broadcast_to(np.zeros((), dtype), shape)
         formats: list[str | None] = ["nchw"] * len(arrays)
-        formats[index] = None
+        formats[index] = _npy_format(self._specs[index], shape)
         self._adapter(arrays, formats)
 
     def load(self, line: SampleLine) -> list[Array]:
@@ -195,10 +212,11 @@ class CalibrationDataset:
             where = f"{self._where(line)}: {file}"
             if file.suffix.lower() == ".npy":
                 try:
-                    arrays.append(np.load(file, allow_pickle=False))
+                    array = np.load(file, allow_pickle=False)
                 except (ValueError, OSError) as exc:
                     raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
-                formats.append(None)
+                arrays.append(array)
+                formats.append(_npy_format(spec, array.shape))
             else:
                 arrays.append(self._read_image(file, spec, where))
                 formats.append("nhwc")
@@ -210,17 +228,45 @@ class CalibrationDataset:
     def _read_image(self, file: Path, spec: package_pb2.InputSpec, where: str) -> Array:
         from PIL import Image
 
-        channels, _, _ = self._image_size(spec, where)
+        channels, height, width = self._image_size(spec, where)
         try:
             with Image.open(file) as img:
                 arr = np.asarray(img.convert(_IMAGE_MODES[channels]), dtype=np.uint8)
         except OSError as exc:
             raise DatasetError(f"{where}: cannot decode image: {exc}") from None
+        if arr.shape[:2] != (height, width):
+            arr = np.asarray(resize_bilinear(arr, height, width), dtype=np.uint8)
         if arr.ndim == 2:
             arr = arr[:, :, np.newaxis]
         if spec.quant_img_rgb2bgr and channels >= 3:
             arr = np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=-1)
         return arr
+
+
+def resize_bilinear(image: Array, height: int, width: int) -> Array:
+    """``image`` (uint8 HW or HWC) resized as the vendor resizes calibration images: ``cv2.resize`` with
+    ``INTER_LINEAR`` (OpenCV's fixed-point bilinear, half-pixel centres), so the numbers are the vendor's."""
+    try:
+        import cv2
+    except ImportError:
+        raise DatasetError(
+            "resizing calibration images needs OpenCV, as the vendor uses: pip install opencv-python-headless "
+            "(or give images of the model's input size)"
+        ) from None
+    resized: Array = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized
+
+
+def _npy_format(spec: package_pb2.InputSpec, shape: tuple[int, ...]) -> str | None:
+    """'nchw' for an array in the model's NCHW layout (with or without batch), as the vendor reads .npy samples;
+    None lets the adapter take an NHWC array (an rkfarm leniency where the shape cannot be mistaken)."""
+    dims = tuple(spec.tensor.shape)
+    if spec.tensor.layout != common_pb2.LAYOUT_NCHW or len(dims) != 4:
+        return None
+    body = shape[1:] if len(shape) == 4 else shape
+    if len(body) == 3 and all(d < 0 or d == g for d, g in zip(dims[1:], body)):
+        return "nchw"
+    return None
 
 
 def _batch_free(spec: package_pb2.InputSpec) -> package_pb2.InputSpec:

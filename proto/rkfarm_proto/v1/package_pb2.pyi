@@ -82,7 +82,7 @@ class Encryption(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., crypt_level: _Optional[int] = ..., kdf: _Optional[str] = ..., salt: _Optional[bytes] = ..., scrypt_log2_n: _Optional[int] = ..., segment_size: _Optional[int] = ..., plaintext_size: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[SealedKey, _Mapping]]] = ...) -> None: ...
 
 class PackageHeader(_message.Message):
-    __slots__ = ("format_version", "producer", "created_utc", "source_model_name", "source_model_sha256", "source_framework", "inputs", "outputs", "target_platform", "float_dtype", "custom_string", "quantization", "payload_kind", "payload_size", "payload_sha256", "encryption", "weight_bytes", "opset", "build_options", "activation_bytes")
+    __slots__ = ("format_version", "producer", "created_utc", "source_model_name", "source_model_sha256", "source_framework", "inputs", "outputs", "target_platform", "float_dtype", "custom_string", "quantization", "payload_kind", "payload_size", "payload_sha256", "encryption", "weight_bytes", "opset", "build_options", "activation_bytes", "single_core")
     class BuildOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class PackageHeader(_message.Message):
     OPSET_FIELD_NUMBER: _ClassVar[int]
     BUILD_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_CORE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     producer: str
     created_utc: str
@@ -130,4 +131,5 @@ class PackageHeader(_message.Message):
     opset: int
     build_options: _containers.ScalarMap[str, str]
     activation_bytes: int
-    def __init__(self, format_version: _Optional[int] = ..., producer: _Optional[str] = ..., created_utc: _Optional[str] = ..., source_model_name: _Optional[str] = ..., source_model_sha256: _Optional[str] = ..., source_framework: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ..., target_platform: _Optional[str] = ..., float_dtype: _Optional[str] = ..., custom_string: _Optional[str] = ..., quantization: _Optional[_Union[QuantizationSummary, _Mapping]] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., weight_bytes: _Optional[int] = ..., opset: _Optional[int] = ..., build_options: _Optional[_Mapping[str, str]] = ..., activation_bytes: _Optional[int] = ...) -> None: ...
+    single_core: bool
+    def __init__(self, format_version: _Optional[int] = ..., producer: _Optional[str] = ..., created_utc: _Optional[str] = ..., source_model_name: _Optional[str] = ..., source_model_sha256: _Optional[str] = ..., source_framework: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ..., target_platform: _Optional[str] = ..., float_dtype: _Optional[str] = ..., custom_string: _Optional[str] = ..., quantization: _Optional[_Union[QuantizationSummary, _Mapping]] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., weight_bytes: _Optional[int] = ..., opset: _Optional[int] = ..., build_options: _Optional[_Mapping[str, str]] = ..., activation_bytes: _Optional[int] = ..., single_core: _Optional[bool] = ...) -> None: ...

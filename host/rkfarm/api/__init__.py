@@ -94,6 +94,7 @@ class RKNN:
         self.last_error: BaseException | None = None
         _log.configure(verbose, verbose_file)
         self._config = RknnConfig()
+        self._config_error: RkfarmError | None = None
         self._loaded: LoadedGraph | None = None
         self._package: ModelPackage | None = None
         self._runtime: Runtime | None = None
@@ -111,9 +112,14 @@ class RKNN:
 
     # -- configuration and loading ---------------------------------------------------------------------
     @_vendor_api(-1)
-    def config(self, **kwargs: Any) -> int:
-        """Set build options; parameters and defaults are the vendor's (see ``RknnConfig``)."""
-        self._config = RknnConfig.from_kwargs(self._config, **kwargs)
+    def config(self, *args: Any, **kwargs: Any) -> int:
+        """Set build options; parameters, their order and defaults are the vendor's (see ``RknnConfig``)."""
+        try:
+            self._config = RknnConfig.from_call(self._config, args, kwargs)
+        except RkfarmError as exc:
+            self._config_error = exc  # the vendor raises here; rkfarm refuses to build until config() succeeds
+            raise
+        self._config_error = None
         return 0
 
     @_vendor_api(-1)
@@ -170,6 +176,11 @@ class RKNN:
 
         raise not_supported("darknet")
 
+    def _check_config(self, what: str) -> None:
+        """A failed config() must not let a build go on with settings the script did not ask for."""
+        if self._config_error is not None:
+            raise StateError(f"{what} refused: the last config() call failed ({self._config_error}); fix it first")
+
     def _set_loaded(self, loaded: LoadedGraph) -> None:
         self._close_runtime()
         self._loaded = loaded
@@ -193,6 +204,7 @@ class RKNN:
         from rkfarm.build import build_package
         from rkfarm.quant import QuantBuild
 
+        self._check_config("build()")
         if self._loaded is None:
             raise StateError("build() needs a model: call load_onnx() (or another load_*) first")
         search = None
@@ -237,6 +249,7 @@ class RKNN:
         from rkfarm.quant import QuantBuild
         from rkfarm.quant.hybrid_files import write_step1
 
+        self._check_config("hybrid_quantization_step1()")
         if self._loaded is None:
             raise StateError("hybrid_quantization_step1() needs a model: call load_onnx() first")
         search = None
@@ -276,13 +289,14 @@ class RKNN:
     def accuracy_analysis(
         self,
         inputs: Sequence[str | os.PathLike[str]] | str,
-        output_dir: str | os.PathLike[str] = "./snapshot",
+        output_dir: str | os.PathLike[str] | None = "./snapshot",
         target: str | None = None,
         device_id: str | None = None,
     ) -> int:
         """Compare every layer of the quantized model with the float model on one sample (``inputs``: one image
         or .npy file per model input) and write ``error_analysis.txt``, ``report.html`` and the tensor dumps to
-        ``output_dir``. With ``target`` the quantized model also runs on that board agent (runtime columns).
+        ``output_dir``. ``output_dir=None`` writes the tables to ``./snapshot`` without the tensor dumps, as the
+        vendor does. With ``target`` the quantized model also runs on that board agent (runtime columns).
         ``analysis_result`` holds the numbers."""
         from rkfarm.analysis import run_accuracy_analysis
         from rkfarm.quant.collect import model_batches
@@ -308,15 +322,19 @@ class RKNN:
 
         import onnx
 
+        dump = output_dir is not None
+        if not dump:
+            log.info("accuracy_analysis: output_dir=None: tables in ./snapshot, no tensor dumps (as the vendor)")
         self._analysis = run_accuracy_analysis(
             quant.calibration.model,
             onnx.load_from_string(package.payload),
             quant.analysed_tensors(),
             feeds,
-            Path(output_dir),
+            Path(output_dir if output_dir is not None else "./snapshot"),
             package.header.source_model_name,
             package,
             opener,
+            dump,
         )
         return 0
 
@@ -360,9 +378,10 @@ class RKNN:
         key_file: str | os.PathLike[str] | None = None,
         algorithm: str = "AES-256-GCM",
     ) -> int:
-        """Encrypt a package file: for the farm key (``RKFARM_FARM_KEY_FILE``), or sealed to ``recipients``
-        (agent ids or host:port) so that only those boards can open it. Output: ``{name}.crypt{ext}``."""
-        from rkfarm.keys import encrypt
+        """Encrypt a package file: for the farm key (``RKFARM_FARM_KEY_FILE``, made on first use, as the vendor
+        needs no set-up), or sealed to ``recipients`` (agent ids or host:port) so that only those boards can open
+        it. Output: ``{name}.crypt{ext}``."""
+        from rkfarm.keys import encrypt, ensure_farm_key
 
         source = Path(input_model)
         if output_model is None:
@@ -374,6 +393,8 @@ class RKNN:
             log.warning("export_encrypted_rknn_model: crypt_level %r is not 1, 2 or 3; using 1", crypt_level)
             crypt_level = 1
         package = read_package(source)
+        if not recipients and key_file is None:
+            ensure_farm_key()
         sealed = encrypt(package, crypt_level, list(recipients or ()), Path(key_file) if key_file else None, algorithm)
         write_package(output, sealed.header, sealed.payload)
         log.info("encrypted %s -> %s (level %d)", source, output, crypt_level)
@@ -519,7 +540,7 @@ class RKNN:
         return result
 
     @_vendor_api(([], []))
-    def list_devices(self, timeout_s: float = 2.0) -> tuple[list[str], list[str]]:
+    def list_devices(self, *, timeout_s: float = 2.0) -> tuple[list[str], list[str]]:
         """Agents found by mDNS and the inventory; prints a table. Returns (agent ids, []) — the vendor's
         (adb_devices, ntb_devices) shape, with agents where the vendor lists adb serials."""
         from rkfarm.discovery import format_devices, list_devices
@@ -534,6 +555,11 @@ class RKNN:
         if self._runtime is not None:
             lines.append(self._runtime.versions())
         return "\n".join(lines)
+
+    def clear_op_cache(self) -> None:
+        """The vendor clears the state its streaming ops keep between runs; rkfarm's runtimes keep none, so
+        there is nothing to clear (the call is accepted so that vendor scripts run)."""
+        log.debug("clear_op_cache: no op keeps state between runs in rkfarm")
 
     # -- vendor features outside rkfarm's scope --------------------------------------------------------
     @_vendor_api(-1)
@@ -577,7 +603,9 @@ def _config_signature() -> inspect.Signature:
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     defaults = RknnConfig()
     for name in RknnConfig.parameter_names():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name)))
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=getattr(defaults, name))
+        )
     return inspect.Signature(params, return_annotation=int)
 
 
