@@ -245,3 +245,62 @@ def test_single_core_mode_runs_on_one_core(work: Path, tmp_path: Path) -> None:
     assert rknn.init_runtime() == 0  # auto: the one core
     assert rknn.inference(inputs=[images(1, seed=2)[0]]) is not None
     rknn.release()
+
+
+# 7. vendor import paths besides rknn.api.RKNN (functions/custom_op, functions/onnx_edit)
+def port(source: str, rule: str) -> str:
+    """The script with only its import lines changed: ``rknn.api`` -> ``rkfarm`` (then ``rknn`` -> ``rkfarm``),
+    or ``rknn`` -> ``rkfarm`` throughout."""
+    lines = []
+    for line in source.splitlines():
+        if line.startswith(("from rknn", "import rknn")):
+            if rule == "rknn.api":
+                line = line.replace("rknn.api", "rkfarm")
+            line = line.replace("rknn", "rkfarm")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _concat_block(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 48, 1, 8]) for n in ("k_cache.1", "k_new")]
+    nodes = [
+        helper.make_node("Concat", ["k_cache.1", "k_new"], ["cat"], axis=3),
+        helper.make_node("Transpose", ["cat"], ["k_cache"], perm=[0, 3, 1, 2]),
+    ]
+    out = helper.make_tensor_value_info("k_cache", TensorProto.FLOAT, [4, 16, 48, 1])
+    graph = helper.make_graph(nodes, "concat_block", ins, [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["rknn.api", "rknn"])
+def test_vendor_modules_under_both_porting_rules(rule: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = (Path(__file__).parent / "data" / "vendor_imports_script.py").read_text()
+    ported = port(source, rule)
+    assert "rknn" not in "".join(line for line in ported.splitlines() if line.startswith("from "))
+    script = tmp_path / "ported.py"
+    script.write_text(ported)
+    _concat_block(tmp_path / "concat_block.onnx")
+    rng = np.random.default_rng(8)
+    caches, news = [], []
+    for i in range(4):
+        caches.append(rng.normal(0, 1, (4, 48, 1, 8)).astype(np.float32))
+        news.append(rng.normal(0, 1, (4, 48, 1, 8)).astype(np.float32))
+        np.save(tmp_path / f"cache{i}.npy", caches[-1])
+        np.save(tmp_path / f"new{i}.npy", news[-1])
+    (tmp_path / "dataset.txt").write_text("".join(f"cache{i}.npy new{i}.npy\n" for i in range(4)))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "concat axis 3" in proc.stdout and "outputs (1, 64, 48, 1)" in proc.stdout
+    # the edited model, fed the edited layout, computes the original function in the new output layout
+    edited_cache = caches[0].transpose(0, 3, 1, 2).reshape(1, 32, 48, 1)  # a,b,c,d -> 1,ad,b,c
+    assert np.array_equal(np.load(tmp_path / "dataset_for_concat_block_edited" / "cache0.npy"), edited_cache)
+    want = np.concatenate([caches[0], news[0]], axis=3).transpose(0, 3, 1, 2).reshape(1, 64, 48, 1)
+    got = np.load(tmp_path / "out.npy")
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.05 * np.abs(want).max()

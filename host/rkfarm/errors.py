@@ -33,6 +33,10 @@ class RemoteError(RkfarmError):
     """An agent could not be reached or refused a request; the message carries the agent's reason."""
 
 
+class OnnxEditError(RkfarmError, ValueError):
+    """An ``onnx_edit`` transform is invalid: a bad equation, or a tensor that is not a graph input/output."""
+
+
 class DatasetError(RkfarmError, ValueError):
     """A calibration dataset file or one of its samples is unusable; the message names the line."""
 
@@ -45,6 +49,7 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "NotSupportedError",
+    "OnnxEditError",
     "PackageError",
     "RemoteError",
     "RkfarmError",
