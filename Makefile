@@ -8,6 +8,11 @@ STAMP  := $(VENV)/.rkfarm-installed
 # Real models for the demo and tests ship inside these PyPI packages (installed without their heavy deps).
 MODELS_PKG := rapidocr-onnxruntime==1.4.4 nudenet==3.4.2
 
+# Heavy extras some tests need, installed for the test command only: torch 2.13.0 is the CPU build this machine
+# keeps on disk (any other version downloads several GB).
+TEST_EXTRAS := torch==2.13.0
+TEST_STAMP  := $(VENV)/.rkfarm-test-extras
+
 .PHONY: demo test lint typecheck unit bench proto clean
 
 $(STAMP): pyproject.toml
@@ -17,18 +22,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps $(MODELS_PKG)
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(TEST_EXTRAS)
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m rkfarm.demo
 
-test: $(STAMP) lint typecheck unit
+test: $(TEST_STAMP) lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check proto agent host tests benchmarks tools
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

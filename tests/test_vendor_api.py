@@ -185,7 +185,9 @@ CHANGES: dict[str, Check] = {
     "auto_hybrid_cos_thresh": lambda w: _check(
         _hybrid_layers(w, auto_hybrid_cos_thresh=0.5) == 0 < _hybrid_layers(w, auto_hybrid_cos_thresh=1.0)
     ),
-    "auto_hybrid_euc_thresh": lambda w: _check(_hybrid_layers(w, auto_hybrid_cos_thresh=0.5, auto_hybrid_euc_thresh=1e-9) > 0),
+    "auto_hybrid_euc_thresh": lambda w: _check(
+        _hybrid_layers(w, auto_hybrid_cos_thresh=0.5, auto_hybrid_euc_thresh=1e-9) > 0
+    ),
 }  # fmt: skip
 # parameter -> a documented non-default value that rkfarm refuses (NotSupportedError says why)
 REFUSED: dict[str, Any] = {

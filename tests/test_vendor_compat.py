@@ -253,11 +253,11 @@ def port(source: str, rule: str) -> str:
     or ``rknn`` -> ``rkfarm`` throughout."""
     lines = []
     for line in source.splitlines():
+        ported = line
         if line.startswith(("from rknn", "import rknn")):
-            if rule == "rknn.api":
-                line = line.replace("rknn.api", "rkfarm")
-            line = line.replace("rknn", "rkfarm")
-        lines.append(line)
+            ported = line.replace("rknn.api", "rkfarm") if rule == "rknn.api" else line
+            ported = ported.replace("rknn", "rkfarm")
+        lines.append(ported)
     return "\n".join(lines) + "\n"
 
 

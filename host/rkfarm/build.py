@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import onnx
 
-from rkfarm import __version__, graph
+from rkfarm import __version__, graph, prequant
 from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError, ConfigError, NotSupportedError
 from rkfarm.frontends import LoadedGraph
@@ -98,6 +98,10 @@ def prepare(
             model = graph.set_batch_size(model, rknn_batch_size)
     specs = input_specs(model, cfg)  # validate mean/std before any long work
     model = graph.simplify(model, cfg.optimization_level)
+    if cfg.model_pruning:
+        from rkfarm.pruning import prune_dead_channels
+
+        model = prune_dead_channels(model)
     return graph.infer_shapes(model), specs
 
 
@@ -113,7 +117,12 @@ def build_package(
     started = time.perf_counter()
     model, specs = prepare(loaded, cfg, rknn_batch_size)
     summary = package_pb2.QuantizationSummary()
-    if do_quantization:
+    own = prequant.find(model)
+    if own is not None:  # refuses do_quantization; a weights-only model comes back dequantized, to build as float
+        model, summary = prequant.keep(model, own, cfg, loaded.source_name, do_quantization)
+    if summary.quantized:
+        pass  # the model's own quantization, as the exporter made it
+    elif do_quantization:
         if not dataset:
             raise BuildError(
                 "build(do_quantization=True) needs dataset='dataset.txt' (calibration samples); "
@@ -159,6 +168,7 @@ def package_model(
         activation_bytes=graph.activation_peak_bytes(model),
         opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
         build_options=cfg.as_record(),
+        single_core=cfg.single_core_mode,
     )
     payload = model.SerializeToString()
     full, _ = pack(header, payload)

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from rkfarm.errors import PackageError
+from rkfarm.prequant import ALGORITHM as PREQUANTIZED
 from rkfarm_proto.package import detect_format, read_package, vendor_rknn_version
 from rkfarm_proto.tensors import dtype_name, shape_str
 from rkfarm_proto.v1 import common_pb2, package_pb2
@@ -77,6 +78,11 @@ def _precision(h: dict[str, Any]) -> str:
     q = h.get("quantization", {})
     if q.get("weights_only"):
         return f"int8 weights, {h.get('float_dtype') or 'float'} compute (quantize_weight)"
+    if q.get("algorithm") == PREQUANTIZED:
+        return (
+            f"int8 ({q.get('dtype')}, the model's own quantization: per-{q.get('method')}, "
+            f"{q.get('quantized_tensors')} quantized activations, no calibration)"
+        )
     if q.get("quantized"):
         return (
             f"int8 ({q.get('dtype')}, {q.get('algorithm')}, per-{q.get('method')}, "

@@ -225,8 +225,17 @@ def set_batch_size(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Store weights and compute in float16, keeping float32 inputs and outputs (as the NPU's fp16 mode)."""
+    """Store weights and compute in float16, keeping float32 inputs and outputs (as the NPU's fp16 mode).
+
+    Refuses a model with QuantizeLinear/DequantizeLinear or quantized ops: the converter would rewrite their
+    float32 scales (``rkfarm.prequant`` keeps such models as they are)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from rkfarm import prequant  # it uses this module's passes
+
+    own = prequant.find(model)
+    if own is not None:
+        raise BuildError(f"float16 conversion of a quantized model ({own.nodes()}) would break its scales")
 
     try:
         converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)

@@ -217,6 +217,8 @@ class RKNN:
             from rkfarm.quant.auto_hybrid import SearchOptions
 
             search = SearchOptions.from_config(self._config)
+        if self._config.target_platform is None:
+            log.info("build: config() named no target_platform (the vendor requires one); the package runs anywhere")
         self._close_runtime()
         self._quant = self._hybrid = None
         hook = QuantBuild(search=search)

@@ -7,11 +7,11 @@ converter run first; rkfarm says which, rather than pretending.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rkfarm.errors import ModelLoadError, NotSupportedError
 from rkfarm.frontends import LoadedGraph
@@ -44,19 +44,22 @@ def load_pytorch(model: str | os.PathLike[str], input_size_list: Sequence[Sequen
     if not input_size_list:
         raise ModelLoadError("load_pytorch() needs input_size_list, e.g. [[1, 3, 224, 224]]")
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        jit_load: Any = torch.jit.load  # untyped in torch
+        module = jit_load(str(path), map_location="cpu").eval()
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a TorchScript model torch.jit.load can read: {exc}") from None
     examples = tuple(torch.zeros([int(d) for d in shape]) for shape in input_size_list)
-    buf = io.BytesIO()
-    with tempfile.TemporaryDirectory():
-        try:
-            torch.onnx.export(module, examples, buf, opset_version=17, dynamo=False)
-        except Exception as exc:
-            raise ModelLoadError(f"{path}: torch could not export the model to ONNX: {exc}") from None
     import onnx
 
-    loaded = load_onnx(onnx.load_model_from_string(buf.getvalue()), input_size_list=input_size_list)
+    # A quantized (QAT) TorchScript model exports as QuantizeLinear/DequantizeLinear around float ops at this
+    # opset; build() keeps that quantization (rkfarm.prequant).
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = Path(tmp) / "model.onnx"
+        try:
+            torch.onnx.export(module, examples, str(exported), opset_version=17, dynamo=False)
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: torch could not export the model to ONNX: {exc}") from None
+        loaded = load_onnx(onnx.load_model(str(exported)), input_size_list=input_size_list)
     loaded.source_name = path.name
     loaded.source_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     loaded.framework = "pytorch"

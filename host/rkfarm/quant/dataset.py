@@ -66,10 +66,13 @@ class CalibrationDataset:
         self._adapter = InputAdapter(self._specs)
         self._resized: tuple[int, int] | None = None  # (width, height) of the first image resized, for the log
         self.line_rows: list[int] = []  # rows (dim 0) of the first input on each line
+        self._nhwc_arrays = False
         self._listed = samples is not None
         self.lines = self._parse() if samples is None else self._from_files(samples)
         for line in self.lines:
             self._check(line)
+        if self._nhwc_arrays:
+            log.info("%s: taking NHWC .npy samples for NCHW image inputs (the vendor reads only NCHW)", self.path)
         if self._resized is not None:
             log.info(
                 "%s: resizing calibration images to the model's input size (first: %dx%d), bilinear as the vendor",
@@ -190,6 +193,8 @@ class CalibrationDataset:
         if not isinstance(arr, np.ndarray):
             raise DatasetError(f"{where}: expected one array")
         index = next(i for i, s in enumerate(self._specs) if s is spec)
+        if _npy_format(spec, arr.shape) is None and spec.tensor.layout == common_pb2.LAYOUT_NCHW:
+            self._nhwc_arrays = True
         try:
             self._check_shape(index, arr.shape, arr.dtype)
         except InputError as exc:
