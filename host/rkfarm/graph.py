@@ -224,6 +224,28 @@ def set_batch_size(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return infer_shapes(m)
 
 
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Quantized operators (ONNX and ONNX Runtime's com.microsoft domain) besides Q/DQ; any QLinear* op counts too.
+INTEGER_OPS = frozenset(
+    {
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "MatMulIntegerToFloat",
+        "QGemm",
+        "QAttention",
+        "QEmbedLayerNormalization",
+    }
+)
+
+
+def is_quantization_op(node: onnx.NodeProto) -> bool:
+    """A Q/DQ node or a quantized operator: the model carries its own quantization."""
+    return node.op_type in QDQ_OPS or node.op_type in INTEGER_OPS or node.op_type.startswith("QLinear")
+
+
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Store weights and compute in float16, keeping float32 inputs and outputs (as the NPU's fp16 mode).
 
@@ -231,11 +253,9 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     float32 scales (``rkfarm.prequant`` keeps such models as they are)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from rkfarm import prequant  # it uses this module's passes
-
-    own = prequant.find(model)
-    if own is not None:
-        raise BuildError(f"float16 conversion of a quantized model ({own.nodes()}) would break its scales")
+    quantized = sorted({n.op_type for n in model.graph.node if is_quantization_op(n)})
+    if quantized:
+        raise BuildError(f"float16 conversion of a quantized model ({', '.join(quantized)}) would break its scales")
 
     try:
         converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)

@@ -25,26 +25,12 @@ from onnx import TensorProto, helper, numpy_helper
 from rkfarm import graph
 from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError
+from rkfarm.graph import QDQ_OPS, is_quantization_op
 from rkfarm_proto.v1 import package_pb2
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "pre-quantized"  # QuantizationSummary.algorithm: the parameters come from the model itself
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# Quantized operators (ONNX and ONNX Runtime's com.microsoft domain) besides Q/DQ; any QLinear* op counts too.
-INTEGER_OPS = frozenset(
-    {
-        "ConvInteger",
-        "MatMulInteger",
-        "DynamicQuantizeLinear",
-        "DynamicQuantizeMatMul",
-        "DynamicQuantizeLSTM",
-        "MatMulIntegerToFloat",
-        "QGemm",
-        "QAttention",
-        "QEmbedLayerNormalization",
-    }
-)
 _BITS: dict[int, int] = {
     TensorProto.INT4: 4,
     TensorProto.UINT4: 4,
@@ -96,10 +82,6 @@ class OwnQuantization:
         )
 
 
-def _is_quantization_op(node: onnx.NodeProto) -> bool:
-    return node.op_type in QDQ_OPS or node.op_type in INTEGER_OPS or node.op_type.startswith("QLinear")
-
-
 def _constants(g: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     """Initializers and Constant-node values by name (exporters write either)."""
     found = {t.name: t for t in g.initializer}
@@ -114,7 +96,7 @@ def _constants(g: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
 def find(model: onnx.ModelProto) -> OwnQuantization | None:
     """The model's own quantization, or None for a float model."""
     g = model.graph
-    ops = Counter(n.op_type for n in g.node if _is_quantization_op(n))
+    ops = Counter(n.op_type for n in g.node if is_quantization_op(n))
     if not ops:
         return None
     consts = _constants(g)
@@ -131,7 +113,7 @@ def find(model: onnx.ModelProto) -> OwnQuantization | None:
         elif node.op_type == "QuantizeLinear":
             activations.add(node.input[0])
             act_bits.append(_BITS.get(_zero_type(consts.get(node.input[2]) if len(node.input) > 2 else None), 8))
-        elif _is_quantization_op(node) and node.op_type != "DequantizeLinear":
+        elif is_quantization_op(node) and node.op_type != "DequantizeLinear":
             weight_bits.extend(
                 _BITS[consts[i].data_type] for i in node.input if i in consts and consts[i].data_type in _BITS
             )
