@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rkfarm.errors import InputError
+from rkfarm.errors import DatasetError, InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -59,3 +59,15 @@ def read_input(
     if suffix in IMAGE_SUFFIXES:
         return read_image(p, size_hw, rgb2bgr)
     raise InputError(f"{p}: unsupported input file type {suffix or '(none)'}; use .npy or jpg/png/bmp images")
+
+
+def peek_array(path: Path, where: str) -> npt.NDArray[np.generic]:
+    """A .npy file's array, memory-mapped (shape and dtype without reading the data); ``DatasetError`` naming
+    ``where`` if it is not one readable array."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray):
+        raise DatasetError(f"{where}: expected one array, found an archive")
+    return arr

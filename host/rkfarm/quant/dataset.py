@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm.errors import DatasetError
-from rkfarm.images import IMAGE_SUFFIXES
+from rkfarm.images import IMAGE_SUFFIXES, peek_array
 from rkfarm_agent.inputs import InputAdapter
 from rkfarm_proto.errors import InputError
 from rkfarm_proto.tensors import shape_str
@@ -186,12 +186,7 @@ class CalibrationDataset:
             self._resized = size
 
     def _check_array(self, file: Path, spec: package_pb2.InputSpec, where: str) -> int:
-        try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
-        if not isinstance(arr, np.ndarray):
-            raise DatasetError(f"{where}: expected one array")
+        arr = peek_array(file, where)
         index = next(i for i, s in enumerate(self._specs) if s is spec)
         if _npy_format(spec, arr.shape) is None and spec.tensor.layout == common_pb2.LAYOUT_NCHW:
             self._nhwc_arrays = True

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm.errors import DatasetError
-from rkfarm.images import IMAGE_SUFFIXES
+from rkfarm.images import IMAGE_SUFFIXES, peek_array
 from rkfarm.utils._equation import Dim, Transform
 
 Array = npt.NDArray[np.generic]
@@ -158,12 +158,7 @@ def _check(file: Path, dims: Sequence[Dim], transform: Transform, where: str) ->
     """Kind and shape of a transformed input's file, without reading its data."""
     suffix = file.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DatasetError(f"{where}: not a readable .npy array: {exc}") from None
-        if not isinstance(arr, np.ndarray):
-            raise DatasetError(f"{where}: expected one array, found an archive")
+        arr = peek_array(file, where)
         try:
             add, nhwc = _layout(arr.shape, dims)
         except ValueError as exc:
