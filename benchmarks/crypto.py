@@ -27,10 +27,10 @@ from rkfarm.keys import make_farm_key
 from rkfarm.remote.client import AgentClient
 from rkfarm.remote.local import LocalAgent
 from rkfarm.zoo import packaged_model
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
 from rkfarm_proto.crypto import Keyring, encrypt_package, read_farm_key
 from rkfarm_proto.package import ModelPackage, pack, read_package, sha256_hex
+from rkfarm_proto.records import LoadOptions
 from rkfarm_proto.v1 import agent_pb2
 
 

@@ -44,9 +44,9 @@ from rkfarm.remote.local import LocalAgent
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import text_lines
 from rkfarm.zoo import packaged_model
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_agent.certs import make_lab_pki
 from rkfarm_proto.package import read_package
+from rkfarm_proto.records import LoadOptions
 
 IMAGES = 16
 

@@ -17,8 +17,8 @@ from rkfarm.errors import RemoteError, StateError
 from rkfarm.remote.client import AgentClient
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import TextLine
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_proto.package import pack, read_package, sha256_hex
+from rkfarm_proto.records import LoadOptions
 
 
 def test_discovered_by_mdns_on_loopback(agent: AgentProcess) -> None:

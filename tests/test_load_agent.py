@@ -33,8 +33,8 @@ from rkfarm.errors import RemoteError
 from rkfarm.remote.client import AgentClient
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import TextLine
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_proto.package import pack, read_package, sha256_hex
+from rkfarm_proto.records import LoadOptions, PerfOptions
 from rkfarm_proto.transport import REFUSED_STREAMS, refused_kind
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
@@ -194,7 +194,7 @@ def test_run_slots_are_bounded_and_the_wait_too(tmp_path: Path, cls_package: Pat
             client.ensure_model(blob)
             session = client.load(agent_pb2.LoadRequest(model_sha256=sha256_hex(blob))).session_id
             request = AgentClient.infer_request(session, [image], None, None)
-            perf = pool.submit(client.eval_perf, session, 4000, 0, False)  # holds the only slot for a while
+            perf = pool.submit(client.eval_perf, session, PerfOptions(4000, 0))  # holds the only slot for a while
             wait_for(lambda: "EvalPerf" in agent.log() or perf.running(), 5, "EvalPerf to start")
             time.sleep(0.3)
             started = time.monotonic()

@@ -21,9 +21,9 @@ from agent_fixtures import AgentProcess
 from rkfarm import RKNN
 from rkfarm.errors import InputError, NotSupportedError
 from rkfarm_agent.backends import available_backends
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_agent.backends.rknnrt import RknnrtBackend, parse_perf_detail
 from rkfarm_agent.errors import BackendError
+from rkfarm_proto.records import LoadOptions
 from rkfarm_proto.v1 import package_pb2
 
 DATA = Path(__file__).parent / "data"

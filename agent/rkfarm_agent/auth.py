@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives import serialization
 
 from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.grpc_types import Handler, Interceptor
+from rkfarm_proto.auth import AUTH_METADATA, auth_mode, bearer_token
 
 log = logging.getLogger(__name__)
 
 
-AUTH_METADATA = "authorization"
 MIN_TOKEN_CHARS = 16
 MAX_TOKEN_CHARS = 4096
 # Reachable without a token when the agent runs with --open-health (load balancers, grpcurl list).
@@ -75,14 +75,6 @@ def read_token_file(path: Path) -> bytes:
     if any(not 0x21 <= b <= 0x7E for b in raw):
         raise AuthConfigError(f"token file {path}: the token must be one line of visible ASCII characters")
     return raw
-
-
-def auth_mode(token: bool, tls: bool, mtls: bool) -> str:
-    """The mode string of Info.auth and the TXT record."""
-    transport = "mtls" if mtls else "tls" if tls else ""
-    if token:
-        return f"token+{transport}" if transport else "token"
-    return transport or "none"
 
 
 # -- token interceptor ---------------------------------------------------------------------------------------
@@ -128,11 +120,10 @@ class TokenInterceptor(Interceptor):
         if len(values) > 1:
             return "more than one 'authorization' metadata entry; send exactly one"
         value = values[0]
-        text = value.decode("latin-1") if isinstance(value, bytes) else value
-        scheme, _, given = text.strip().partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
+        given = bearer_token(value.decode("latin-1") if isinstance(value, bytes) else value)
+        if given is None:
             return "the 'authorization' metadata must read 'Bearer <token>'"
-        digest = hashlib.sha256(given.strip().encode("latin-1", "replace")).digest()
+        digest = hashlib.sha256(given.encode("latin-1", "replace")).digest()
         if not hmac.compare_digest(digest, self._digest):
             return "the bearer token sent does not match this agent's token (check RKFARM_TOKEN_FILE on the host)"
         return None

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rkfarm_agent import __version__
-from rkfarm_agent.config import DEFAULT_PORT, AgentConfig
+from rkfarm_agent.config import DEFAULT_PORT, AgentConfig, MiB
+from rkfarm_proto.transport import MAX_MESSAGE_BYTES
 
 EPILOG = """\
 examples:
@@ -198,6 +199,8 @@ def _add_limit_options(group: argparse._ArgumentGroup, defaults: AgentConfig) ->
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
+    if not 0 < int(args.max_message) <= MAX_MESSAGE_BYTES:
+        raise ValueError(f"--max-message must be between 1 byte and {MAX_MESSAGE_BYTES // MiB}M, what hosts accept")
     return AgentConfig(
         host=args.host,
         port=args.port,

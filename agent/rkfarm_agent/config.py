@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rkfarm_proto.transport import MAX_MESSAGE_BYTES
+
 DEFAULT_PORT = 50551
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -25,7 +27,7 @@ class AgentConfig:
     store_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "rkfarm-agent")
     store_capacity_bytes: int = 2 * GiB
     max_upload_bytes: int = 512 * MiB
-    max_message_bytes: int = 128 * MiB  # one inference request or response
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # one inference request or response
     max_sessions: int = 16
     max_sessions_per_client: int = 8
     default_lease_s: float = 60.0

@@ -1,19 +1,27 @@
-"""Timing loops shared by the agent's EvalPerf and the host simulator."""
+"""The measuring sequence both the agent's EvalPerf and the host simulator run: warm-up, timed runs, and the
+per-layer profile when asked, on the same feeds."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rkfarm_agent.backends.base import Array, LayerTiming, LoadedModel
+from rkfarm_agent.backends.base import Array, LoadedModel
+from rkfarm_proto.records import PROFILE_RUNS, LayerProfile, PerfOptions
 from rkfarm_proto.tensors import to_numpy_dtype
-from rkfarm_proto.v1 import agent_pb2, package_pb2
+from rkfarm_proto.v1 import package_pb2
 
-PROFILE_RUNS = 20  # runs averaged into a per-layer table (the profiler slows every run it watches)
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one eval_perf measured: each timed run, and the profile when per-layer times were asked for."""
+
+    run_times_us: list[float]
+    profile: LayerProfile | None
 
 
 def time_runs(
@@ -33,12 +41,14 @@ def time_runs(
     return times
 
 
-def layer_to_proto(layer: LayerTiming) -> agent_pb2.LayerTime:
-    return agent_pb2.LayerTime(**dataclasses.asdict(layer))
-
-
-def layer_from_proto(message: agent_pb2.LayerTime) -> LayerTiming:
-    return LayerTiming(**{f.name: getattr(message, f.name) for f in dataclasses.fields(LayerTiming)})
+def measure(
+    model: LoadedModel, feeds: Sequence[Any], options: PerfOptions, deadline: float | None = None
+) -> Measurement:
+    """``options.warmup`` untimed runs, ``options.runs`` timed ones (fewer past ``deadline``), then, with
+    ``per_layer``, up to ``PROFILE_RUNS`` runs under the backend's profiler (which slows what it watches)."""
+    times = time_runs(model, feeds, options.runs, options.warmup, deadline)
+    profile = model.profile(feeds, runs=min(options.runs, PROFILE_RUNS)) if options.per_layer else None
+    return Measurement(times, profile)
 
 
 def dummy_feeds(header: package_pb2.PackageHeader) -> list[Array]:

@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +15,6 @@ import psutil
 
 from rkfarm_agent import __version__, system
 from rkfarm_agent.backends import available_backends
-from rkfarm_agent.backends.base import LoadOptions
 from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.errors import (
     BackendError,
@@ -29,12 +29,13 @@ from rkfarm_agent.errors import (
 )
 from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
 from rkfarm_agent.memtrim import MemoryTrimmer
-from rkfarm_agent.perf import PROFILE_RUNS, dummy_feeds, layer_to_proto, time_runs
+from rkfarm_agent.perf import dummy_feeds, measure
 from rkfarm_agent.sessions import Session, SessionManager
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import Keyring, KeyUnavailableError
 from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
+from rkfarm_proto.records import LoadOptions, PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
 from rkfarm_proto.transport import REFUSED_KEY, REFUSED_UPLOADS
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
@@ -223,15 +224,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     @rpc
     def Load(self, request: agent_pb2.LoadRequest, context: grpc.ServicerContext) -> agent_pb2.LoadResponse:
         started = time.perf_counter()
-        options = LoadOptions(
-            core_mask=request.core_mask,
-            perf_debug=request.perf_debug,
-            eval_mem=request.eval_mem,
-            spin_between_runs=False,
-        )
-        session = self._sessions.open(
-            request.model_sha256, options, request.lease_s, request.client or _peer_host(context), _peer_host(context)
-        )
+        peer = _peer_host(context)
+        options = LoadOptions.from_request(request)
+        session = self._sessions.open(request.model_sha256, options, request.lease_s, request.client or peer, peer)
         return agent_pb2.LoadResponse(
             session_id=session.id,
             header=session.header,
@@ -314,20 +309,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     # -- measurement -------------------------------------------------------------------------------------
     @rpc
     def EvalPerf(self, request: agent_pb2.EvalPerfRequest, context: grpc.ServicerContext) -> agent_pb2.EvalPerfResponse:
-        runs = min(request.runs or 50, MAX_PERF_RUNS)
-        warmup = min(request.warmup if request.warmup else 5, MAX_PERF_RUNS)
+        asked = PerfOptions.from_request(request)
+        options = replace(asked, runs=min(asked.runs, MAX_PERF_RUNS), warmup=min(asked.warmup, MAX_PERF_RUNS))
         with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
             feeds = session.last_feeds or dummy_feeds(session.header)
             deadline = time.monotonic() + min(self._config.max_request_s, context.time_remaining() or 1e9)
-            times = time_runs(session.model, feeds, runs, warmup, deadline)
-            if len(times) < runs:
-                log.warning("EvalPerf stopped after %d of %d runs: request time limit", len(times), runs)
-            profile = session.model.profile(feeds, runs=min(runs, PROFILE_RUNS)) if request.per_layer else None
-            layers = profile.layers if profile else []
+            result = measure(session.model, feeds, options, deadline)
+            if len(result.run_times_us) < options.runs:
+                log.warning(
+                    "EvalPerf stopped after %d of %d runs: request time limit", len(result.run_times_us), options.runs
+                )
+            profile = result.profile
             return agent_pb2.EvalPerfResponse(
                 profiled_run_times_us=profile.run_times_us if profile else [],
-                run_times_us=times,
-                layers=[layer_to_proto(layer) for layer in layers],
+                run_times_us=result.run_times_us,
+                layers=[layer.to_proto() for layer in profile.layers] if profile else [],
                 backend=session.backend,
                 used_last_inputs=session.last_feeds is not None,
             )
@@ -338,11 +334,4 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     ) -> agent_pb2.EvalMemoryResponse:
         with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
             report = session.model.memory()
-        return agent_pb2.EvalMemoryResponse(
-            weight_bytes=report.weight_bytes,
-            internal_bytes=report.internal_bytes,
-            other_bytes=report.other_bytes,
-            total_bytes=report.total_bytes,
-            method=report.method,
-            process_rss_bytes=int(psutil.Process().memory_info().rss),
-        )
+        return report.to_proto(process_rss_bytes=int(psutil.Process().memory_info().rss))

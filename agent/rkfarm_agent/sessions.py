@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rkfarm_agent.backends import backend_for
-from rkfarm_agent.backends.base import Array, LoadedModel, LoadOptions
+from rkfarm_agent.backends.base import Array, LoadedModel
 from rkfarm_agent.errors import TooManySessionsError, UnknownSessionError
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import DecryptionError, Keyring, KeyUnavailableError
+from rkfarm_proto.records import LoadOptions
 from rkfarm_proto.v1 import package_pb2
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class SessionManager:
             self._reserved += 1
         try:
             package = self._store.load(sha)
-            backend = backend_for(package.header.payload_kind)
+            backend = backend_for(package.header.payload_kind, serving=True)
             try:  # the plaintext of an encrypted model lives in memory only, never on disk
                 payload = self._keyring.decrypt(package)
             except KeyUnavailableError:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rkfarm_agent.backends.base import LayerTiming, MemoryReport
+from rkfarm_proto.records import LayerTiming, MemoryReport
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# One inference request or response; an agent may be started with a lower limit (--max-message), never a higher
+# one than hosts accept.
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
 # Reading the socket in big chunks cuts syscalls for multi-megabyte tensors (measured: ~20% more
 # throughput for 8 MB tensors on loopback; benchmarks/agent.py).
 THROUGHPUT_OPTIONS: list[tuple[str, int]] = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rkfarm_agent.backends.base import Backend, LoadedModel, LoadOptions, MemoryReport
+from rkfarm_agent.backends.base import Backend, LoadedModel
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
 from rkfarm_agent.backends.rknnrt import RknnrtBackend
 from rkfarm_agent.errors import NoBackendError
@@ -19,11 +19,11 @@ def available_backends() -> list[str]:
     return [name for name, cls in BACKENDS.items() if cls.available()]
 
 
-def backend_for(payload_kind: int) -> Backend:
-    """An instance of the first available backend that runs ``payload_kind``."""
+def backend_for(payload_kind: int, serving: bool = False) -> Backend:
+    """An instance of the first available backend that runs ``payload_kind`` (``serving``: for an agent)."""
     for cls in BACKENDS.values():
         if payload_kind in cls.payload_kinds and cls.available():
-            return cls()
+            return cls(serving=serving)
     kind = package_pb2.PayloadKind.Name(payload_kind).removeprefix("PAYLOAD_KIND_").lower()
     if payload_kind == package_pb2.PAYLOAD_KIND_RKNN:
         raise NoBackendError(
@@ -33,4 +33,4 @@ def backend_for(payload_kind: int) -> Backend:
     raise NoBackendError(f"no backend here runs {kind} payloads (available: {', '.join(available_backends())})")
 
 
-__all__ = ["BACKENDS", "Backend", "LoadOptions", "LoadedModel", "MemoryReport", "available_backends", "backend_for"]
+__all__ = ["BACKENDS", "Backend", "LoadedModel", "available_backends", "backend_for"]

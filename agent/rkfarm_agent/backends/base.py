@@ -1,64 +1,22 @@
-"""The one small interface every execution backend implements: load / run / profile / memory / close."""
+"""The one small interface every execution backend implements: load / run / profile / memory / close.
+
+Its options and results (``LoadOptions``, ``LayerProfile``, ``MemoryReport``) are contracts: they live in
+``rkfarm_proto.records``, because the host reads them back from the wire.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from rkfarm_proto.records import LayerProfile, LoadOptions, MemoryReport
 from rkfarm_proto.v1 import common_pb2, package_pb2
 
 Array = npt.NDArray[np.generic]
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to open a session. ``core_mask`` uses the vendor's NPU core bits (0 = auto)."""
-
-    core_mask: int = 0
-    perf_debug: bool = False
-    eval_mem: bool = False
-    spin_between_runs: bool = True  # False on an agent serving many clients (see backends/onnxruntime.py)
-
-
-@dataclass(frozen=True)
-class LayerTiming:
-    """One row of the per-layer performance table (the vendor's columns)."""
-
-    index: int
-    op_type: str
-    data_type: str
-    target: str
-    input_shapes: str
-    output_shapes: str
-    time_us: float
-    name: str
-
-
-@dataclass(frozen=True)
-class LayerProfile:
-    """Per-layer times averaged over the profiled runs, and each run's end-to-end time."""
-
-    layers: list[LayerTiming]
-    run_times_us: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """Memory of one loaded model, in bytes; ``method`` says how each figure was obtained."""
-
-    weight_bytes: int
-    internal_bytes: int
-    other_bytes: int
-    method: str
-
-    @property
-    def total_bytes(self) -> int:
-        return self.weight_bytes + self.internal_bytes + self.other_bytes
 
 
 class LoadedModel(ABC):
@@ -93,10 +51,14 @@ class LoadedModel(ABC):
 
 
 class Backend(ABC):
-    """A way of executing one or more payload kinds."""
+    """A way of executing one or more payload kinds. ``serving``: opened by an agent that serves many clients
+    (a backend may then trade single-client latency for throughput), not in-process by the simulator."""
 
     name: ClassVar[str]
     payload_kinds: ClassVar[frozenset[int]]
+
+    def __init__(self, *, serving: bool = False) -> None:
+        self.serving = serving
 
     @classmethod
     @abstractmethod
@@ -106,3 +68,6 @@ class Backend(ABC):
     @abstractmethod
     def load(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> LoadedModel:
         """Open a payload (plaintext) described by ``header``."""
+
+
+__all__ = ["Array", "Backend", "LoadedModel"]

@@ -23,32 +23,23 @@ from typing import Any, ClassVar
 import numpy as np
 import psutil
 
-from rkfarm_agent.backends.base import (
-    Array,
-    Backend,
-    LayerProfile,
-    LayerTiming,
-    LoadedModel,
-    LoadOptions,
-    MemoryReport,
-)
+from rkfarm_agent.backends.base import Array, Backend, LoadedModel
 from rkfarm_agent.errors import BackendError
 from rkfarm_proto.errors import InputError
+from rkfarm_proto.platforms import NPU_CORE_0, NPU_CORE_ALL, NPU_CORE_AUTO, cores_in_mask
+from rkfarm_proto.records import LayerProfile, LayerTiming, LoadOptions, MemoryReport
 from rkfarm_proto.v1 import package_pb2
 
 log = logging.getLogger(__name__)
 
-NPU_CORE_ALL = 0xFFFF
-
-
 def threads_for_core_mask(core_mask: int, cpu_count: int | None = None) -> int:
     """Intra-op thread count for a vendor core mask; 0 means 'let ONNX Runtime decide'."""
     cpus = cpu_count or os.cpu_count() or 1
-    if core_mask == 0:
+    if core_mask == NPU_CORE_AUTO:
         return 0
     if core_mask == NPU_CORE_ALL:
         return cpus
-    return max(1, min(bin(core_mask & 0xFFFF).count("1"), cpus))
+    return max(1, min(cores_in_mask(core_mask), cpus))
 
 
 def single_core_mask(header: package_pb2.PackageHeader, core_mask: int) -> int:
@@ -56,9 +47,9 @@ def single_core_mask(header: package_pb2.PackageHeader, core_mask: int) -> int:
     ``NPU_CORE_0``); a mask naming several cores is refused, as such a model has only one core's program."""
     if not header.single_core:
         return core_mask
-    if core_mask == 0:
-        return 0x1
-    if core_mask == NPU_CORE_ALL or bin(core_mask & 0xFFFF).count("1") > 1:
+    if core_mask == NPU_CORE_AUTO:
+        return NPU_CORE_0
+    if core_mask == NPU_CORE_ALL or cores_in_mask(core_mask) > 1:
         raise BackendError(
             f"the model was built with single_core_mode=True and runs on one NPU core; core_mask {core_mask:#x} "
             "names several: use NPU_CORE_AUTO, NPU_CORE_0, NPU_CORE_1 or NPU_CORE_2"
@@ -112,7 +103,9 @@ def _rss() -> int:
 
 
 class OnnxRuntimeModel(LoadedModel):
-    def __init__(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> None:
+    def __init__(
+        self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions, serving: bool = False
+    ) -> None:
         self._header = header
         self._payload = payload
         options = replace(options, core_mask=single_core_mask(header, options.core_mask))
@@ -120,7 +113,8 @@ class OnnxRuntimeModel(LoadedModel):
         import onnxruntime  # noqa: F401  (first import is process overhead, not this model's memory)
 
         rss_before = _rss()
-        self._session = _open_session(payload, options.core_mask, spin_between_runs=options.spin_between_runs)
+        self._spin = not serving
+        self._session = _open_session(payload, options.core_mask, spin_between_runs=self._spin)
         self._rss_loaded = _rss() - rss_before
         self._rss_first_run: int | None = None
         self._input_names = [spec.tensor.name for spec in header.inputs]
@@ -238,4 +232,4 @@ class OnnxRuntimeBackend(Backend):
         return importlib.util.find_spec("onnxruntime") is not None  # imported lazily, on the first load
 
     def load(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> LoadedModel:
-        return OnnxRuntimeModel(header, payload, options)
+        return OnnxRuntimeModel(header, payload, options, serving=self.serving)

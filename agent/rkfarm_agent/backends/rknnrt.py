@@ -23,17 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from rkfarm_agent.backends.base import (
-    Array,
-    Backend,
-    LayerProfile,
-    LayerTiming,
-    LoadedModel,
-    LoadOptions,
-    MemoryReport,
-)
+from rkfarm_agent.backends.base import Array, Backend, LoadedModel
 from rkfarm_agent.errors import BackendError
 from rkfarm_proto.errors import InputError
+from rkfarm_proto.records import LayerProfile, LayerTiming, LoadOptions, MemoryReport
 from rkfarm_proto.tensors import shape_str
 from rkfarm_proto.v1 import common_pb2, package_pb2
 

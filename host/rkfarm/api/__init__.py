@@ -27,9 +27,10 @@ from rkfarm.errors import BuildError, NotSupportedError, RkfarmError, StateError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.perf import PerfReport, format_memory, memory_dict
 from rkfarm.runtime import Array, Runtime
-from rkfarm_agent.backends.base import LoadOptions
+from rkfarm_proto import platforms
 from rkfarm_proto.errors import ForeignFormatError
 from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, vendor_rknn_version, write_package
+from rkfarm_proto.records import PERF_RUNS, PERF_WARMUP, LoadOptions, PerfOptions
 from rkfarm_proto.v1 import package_pb2
 
 if TYPE_CHECKING:
@@ -76,14 +77,13 @@ def _vendor_api(failure: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
 class RKNN:
     """Rockchip-NPU model toolkit, API-compatible with ``rknn.api.RKNN`` (RKNN-Toolkit2 2.x)."""
 
-    NPU_CORE_AUTO = 0x0
-    NPU_CORE_0 = 0x1
-    NPU_CORE_1 = 0x2
-    NPU_CORE_2 = 0x4
-    NPU_CORE_0_1 = 0x3
-    NPU_CORE_0_1_2 = 0x7
-    NPU_CORE_ALL = 0xFFFF
-    _CORE_MASKS = frozenset({0x0, 0x1, 0x2, 0x4, 0x3, 0x7, 0xFFFF})
+    NPU_CORE_AUTO = platforms.NPU_CORE_AUTO
+    NPU_CORE_0 = platforms.NPU_CORE_0
+    NPU_CORE_1 = platforms.NPU_CORE_1
+    NPU_CORE_2 = platforms.NPU_CORE_2
+    NPU_CORE_0_1 = platforms.NPU_CORE_0_1
+    NPU_CORE_0_1_2 = platforms.NPU_CORE_0_1_2
+    NPU_CORE_ALL = platforms.NPU_CORE_ALL
 
     def __init__(
         self, verbose: bool | str = False, verbose_file: str | None = None, *, raise_errors: bool | None = None
@@ -455,7 +455,7 @@ class RKNN:
     ) -> int:
         """Open the model on the simulator (``target=None``) or on a board agent."""
         package = self._require_package("init_runtime()")
-        if core_mask not in self._CORE_MASKS:
+        if core_mask not in platforms.CORE_MASKS:
             raise StateError(f"core_mask {core_mask:#x} is not one of the RKNN.NPU_CORE_* values")
         if async_mode:
             raise NotSupportedError("async_mode is not supported: use the agent's streaming inference instead")
@@ -521,13 +521,13 @@ class RKNN:
 
     @_vendor_api(None)
     def eval_perf(
-        self, is_print: bool = True, fix_freq: bool = True, *, runs: int = 50, warmup: int = 5
+        self, is_print: bool = True, fix_freq: bool = True, *, runs: int = PERF_RUNS, warmup: int = PERF_WARMUP
     ) -> PerfReport | None:
         """Time the model; per-layer table when init_runtime(perf_debug=True). Returns a PerfReport (a str)."""
         runtime = self._require_runtime("eval_perf()")
         if runs < 1 or warmup < 0:
             raise StateError("eval_perf: runs must be >= 1 and warmup >= 0")
-        report = PerfReport(runtime.eval_perf(runs, warmup, self._perf_debug))
+        report = PerfReport(runtime.eval_perf(PerfOptions(runs, warmup, self._perf_debug)))
         if is_print:
             print(report)
         return report

@@ -17,8 +17,10 @@ import numpy.typing as npt
 
 from rkfarm.errors import InputError, RemoteError
 from rkfarm.remote.credentials import Credentials, explain_refusal
+from rkfarm_proto.records import PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
 from rkfarm_proto.transport import (
+    MAX_MESSAGE_BYTES,
     REFUSED_STREAMS,
     REFUSED_UPLOADS,
     THROUGHPUT_OPTIONS,
@@ -31,7 +33,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
 STREAM_BACKOFF_S = 10.0  # after an agent refused a stream (all stream slots taken), unary calls this long
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -290,10 +291,9 @@ class AgentClient:
             raise self.map_error(exc, inference=True) from None
 
     @_mapped
-    def eval_perf(self, session_id: str, runs: int, warmup: int, per_layer: bool) -> agent_pb2.EvalPerfResponse:
-        request = agent_pb2.EvalPerfRequest(session_id=session_id, runs=runs, warmup=warmup, per_layer=per_layer)
+    def eval_perf(self, session_id: str, options: PerfOptions) -> agent_pb2.EvalPerfResponse:
         response: agent_pb2.EvalPerfResponse = self._stub.EvalPerf(
-            request, timeout=self.timeout_s * 10, metadata=self._metadata
+            options.to_request(session_id), timeout=self.timeout_s * 10, metadata=self._metadata
         )
         return response
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import grpc
 
 from rkfarm.errors import RemoteError
+from rkfarm_proto.auth import bearer_metadata, mode_parts
 
 log = logging.getLogger(__name__)
 
-AUTH_MODES = ("none", "token", "tls", "mtls", "token+tls", "token+mtls")
 HINT_TOKEN = "set RKFARM_TOKEN_FILE to a file holding the agent's token (the one given to rkfarm-agent --token-file)"
 HINT_CA = "set RKFARM_TLS_CA to the CA certificate that signed the agent's certificate (rkfarm-agent certs makes one)"
 HINT_CLIENT = "set RKFARM_TLS_CERT and RKFARM_TLS_KEY to a client certificate and key signed by the agent's client CA"
@@ -108,7 +108,7 @@ class Credentials:
         return self.tls_cert is not None
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return bearer_metadata(self.token) if self.token else ()
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
         if not self.tls:
@@ -131,10 +131,10 @@ class Credentials:
     # -- does it fit an agent? ---------------------------------------------------------------------------
     def problems_for(self, auth: str) -> list[str]:
         """What this host lacks (or has too much of) for an agent advertising ``auth``; empty if it fits."""
-        mode = (auth or "none").strip().lower()
-        if mode not in AUTH_MODES:
+        try:
+            wants = mode_parts(auth)
+        except ValueError:
             return [f"it asks for auth {auth!r}, which this rkfarm does not know (upgrade rkfarm?)"]
-        wants = set(mode.split("+"))
         problems = []
         if "token" in wants and not self.token:
             problems.append(f"it requires a token: {HINT_TOKEN}")

@@ -22,11 +22,9 @@ from rkfarm.errors import RemoteError
 from rkfarm.perf import PerfData
 from rkfarm.remote.client import AgentClient, AgentUnavailableError, LockstepStream, SessionLostError
 from rkfarm.runtime import Array, Runtime
-from rkfarm_agent.backends.base import LoadOptions, MemoryReport
-from rkfarm_agent.perf import layer_from_proto
 from rkfarm_proto.package import ModelPackage, pack, sha256_hex
+from rkfarm_proto.records import LayerTiming, LoadOptions, MemoryReport, PerfOptions
 from rkfarm_proto.tensors import from_tensor
-from rkfarm_proto.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,16 +66,7 @@ class RemoteRuntime(Runtime):
     # -- session lifecycle -------------------------------------------------------------------------------
     def _open(self) -> None:
         self.uploaded_bytes += self._client.ensure_model(self._blob, self._sha)
-        response = self._client.load(
-            agent_pb2.LoadRequest(
-                model_sha256=self._sha,
-                core_mask=self._options.core_mask,
-                perf_debug=self._options.perf_debug,
-                eval_mem=self._options.eval_mem,
-                lease_s=self._lease_s,
-                client=client_name(),
-            )
-        )
+        response = self._client.load(self._options.to_request(self._sha, self._lease_s, client_name()))
         with self._lock:
             self._session_id = response.session_id
             self._lease_granted = response.lease_s
@@ -149,9 +138,9 @@ class RemoteRuntime(Runtime):
             response = self._stream.call(request)
         return [from_tensor(t) for t in response.outputs]
 
-    def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
-        response = self._call(lambda sid: self._client.eval_perf(sid, runs, warmup, perf_debug))
-        layers = [layer_from_proto(layer) for layer in response.layers]
+    def eval_perf(self, options: PerfOptions) -> PerfData:
+        response = self._call(lambda sid: self._client.eval_perf(sid, options))
+        layers = [LayerTiming.from_proto(layer) for layer in response.layers]
         return PerfData(
             run_times_us=list(response.run_times_us),
             layers=layers,
@@ -160,13 +149,7 @@ class RemoteRuntime(Runtime):
         )
 
     def eval_memory(self) -> MemoryReport:
-        response = self._call(self._client.eval_memory)
-        return MemoryReport(
-            weight_bytes=response.weight_bytes,
-            internal_bytes=response.internal_bytes,
-            other_bytes=response.other_bytes,
-            method=response.method,
-        )
+        return MemoryReport.from_proto(self._call(self._client.eval_memory))
 
     def versions(self) -> str:
         info = self._client.info()

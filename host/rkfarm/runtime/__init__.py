@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm.perf import PerfData
-from rkfarm_agent.backends.base import MemoryReport
+from rkfarm_proto.records import MemoryReport, PerfOptions
 
 Array = npt.NDArray[np.generic]
 
@@ -29,8 +29,8 @@ class Runtime(ABC):
         """Outputs for one set of user inputs (converted per the package header)."""
 
     @abstractmethod
-    def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
-        """Time ``runs`` inferences on the last inputs (zeros before the first inference)."""
+    def eval_perf(self, options: PerfOptions) -> PerfData:
+        """Time inferences on the last inputs (zeros before the first inference), as ``options`` say."""
 
     @abstractmethod
     def eval_memory(self) -> MemoryReport:

@@ -15,11 +15,11 @@ from rkfarm import __version__
 from rkfarm.errors import NotSupportedError
 from rkfarm.perf import PerfData
 from rkfarm.runtime import Array, Runtime
-from rkfarm_agent.backends.base import LoadOptions, MemoryReport
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
 from rkfarm_agent.inputs import InputAdapter
-from rkfarm_agent.perf import PROFILE_RUNS, dummy_feeds, time_runs
+from rkfarm_agent.perf import dummy_feeds, measure
 from rkfarm_proto.package import ModelPackage
+from rkfarm_proto.records import LoadOptions, MemoryReport, PerfOptions
 from rkfarm_proto.v1 import package_pb2
 
 
@@ -48,12 +48,11 @@ class SimulatorRuntime(Runtime):
         self._last_feeds = feeds
         return outputs
 
-    def eval_perf(self, runs: int, warmup: int, perf_debug: bool) -> PerfData:
-        feeds = self._last_feeds or dummy_feeds(self._header)
-        times = time_runs(self._model, feeds, runs, warmup)
-        profile = self._model.profile(feeds, runs=min(runs, PROFILE_RUNS)) if perf_debug else None
+    def eval_perf(self, options: PerfOptions) -> PerfData:
+        result = measure(self._model, self._last_feeds or dummy_feeds(self._header), options)
+        profile = result.profile
         return PerfData(
-            run_times_us=times,
+            run_times_us=result.run_times_us,
             layers=profile.layers if profile else [],
             where=self.where,
             profiled_run_times_us=profile.run_times_us if profile else [],
