@@ -36,8 +36,8 @@ from _common import interleaved, median, p
 os.environ.setdefault("RKFARM_MDNS_INTERFACES", "127.0.0.1")
 
 from rkfarm import RKNN
-from rkfarm.discovery import list_devices
 from rkfarm.remote.client import AgentClient
+from rkfarm.remote.discovery import list_devices
 from rkfarm.remote.local import LocalAgent
 from rkfarm.samples import text_lines
 from rkfarm.zoo import packaged_model

@@ -38,8 +38,8 @@ from _common import median, p
 os.environ.setdefault("RKFARM_MDNS_INTERFACES", "127.0.0.1")
 
 from rkfarm import RKNN
-from rkfarm.discovery import probe
 from rkfarm.remote.credentials import Credentials
+from rkfarm.remote.discovery import probe
 from rkfarm.remote.local import LocalAgent
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import text_lines

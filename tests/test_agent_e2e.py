@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rkfarm import RKNN
-from rkfarm.discovery import list_devices, resolve
 from rkfarm.errors import RemoteError, StateError
 from rkfarm.remote.client import AgentClient
+from rkfarm.remote.discovery import list_devices, resolve
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import TextLine
 from rkfarm_proto.package import pack, read_package, sha256_hex

@@ -164,12 +164,12 @@ def test_memory_holds_one_sample_whatever_the_sample_count(cls_onnx: Path, datas
     """Averaging over 16 samples peaks at the memory of one: each sample's tensors are dropped before the next."""
     from rkfarm import graph
     from rkfarm.analysis import LayerRunner, layer_errors
-    from rkfarm.build import input_specs
     from rkfarm.config import RknnConfig
     from rkfarm.frontends.onnx import load_onnx
     from rkfarm.quant import QuantOptions, calibrate, finish
     from rkfarm.quant.collect import model_batches
     from rkfarm.quant.dataset import CalibrationDataset
+    from rkfarm.specs import input_specs
 
     cfg = RknnConfig.from_kwargs(mean_values=CLS_MEAN, std_values=CLS_STD)
     model = graph.infer_shapes(graph.simplify(load_onnx(cls_onnx, None, [CLS_SIZE], None, None).model, 3))

@@ -28,9 +28,9 @@ from agent_fixtures import AgentProcess
 from onnx import TensorProto, helper
 
 from rkfarm import RKNN
-from rkfarm.discovery import probe
 from rkfarm.errors import RemoteError
 from rkfarm.remote.client import AgentClient
+from rkfarm.remote.discovery import probe
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.samples import TextLine
 from rkfarm_proto.package import pack, read_package, sha256_hex

@@ -18,10 +18,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from rkfarm.build import input_specs
 from rkfarm.config import RknnConfig
 from rkfarm.errors import DatasetError
 from rkfarm.quant.dataset import CalibrationDataset
+from rkfarm.specs import input_specs
 from rkfarm.utils import OnnxEditError, onnx_edit
 
 Array = npt.NDArray[np.float32]

@@ -13,13 +13,13 @@ from PIL import Image
 
 from conftest import CLS_MEAN, CLS_SIZE, CLS_STD
 from rkfarm import RKNN
-from rkfarm.build import input_specs
 from rkfarm.config import RknnConfig
 from rkfarm.errors import DatasetError
 from rkfarm.frontends.onnx import load_onnx
 from rkfarm.quant import table_from_qdq
 from rkfarm.quant.dataset import CalibrationDataset
 from rkfarm.samples import text_lines
+from rkfarm.specs import input_specs
 from rkfarm_proto.v1 import package_pb2
 
 

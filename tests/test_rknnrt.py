@@ -76,6 +76,11 @@ def test_backend_through_the_double(with_lib: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(model.run(adapter([image], None, [1]))[0], expected(image, False), rtol=1e-6)
         with pytest.raises(InputError, match=r"input 'images': expected \[1, 6, 8, 3\]"):
             adapter([np.zeros((1, H, W, 4), np.uint8)])
+        # per-input lists must have one entry per input, as for the ONNX Runtime backend
+        with pytest.raises(InputError, match="data_format has 2 entries for 1 input"):
+            adapter([image], ["nhwc", "nchw"])
+        with pytest.raises(InputError, match="inputs_pass_through has 0 entries for 1 input"):
+            adapter([image], None, [])
         profile = model.profile(adapter([image]), runs=3)
         assert [layer.op_type for layer in profile.layers] == ["InputOperator", "Conv", "ReduceMean"]
         assert sum(layer.time_us for layer in profile.layers) == 42 and profile.run_times_us == [42.0] * 3
@@ -109,7 +114,10 @@ def test_vendor_rknn_runs_on_an_agent_with_librknnrt(
 ) -> None:
     agent = make_agent()  # inherits RKFARM_RKNNRT_LIB: this agent "has" librknnrt
     with agent.client() as client:
-        assert "rknnrt" in client.info().backends
+        info = client.info()
+        assert "rknnrt" in info.backends
+        assert info.versions["backend.rknnrt"] == f"librknnrt at {with_lib} (version known after the first load)"
+        assert info.versions["backend.onnxruntime"].startswith("onnxruntime 1.")
     model = fake_rknn(tmp_path / "yolo.rknn")
     image = np.random.default_rng(1).integers(0, 255, (H, W, C), dtype=np.uint8)
     with RKNN(raise_errors=True) as rknn:
@@ -125,3 +133,5 @@ def test_vendor_rknn_runs_on_an_agent_with_librknnrt(
         mem = rknn.eval_memory(is_print=False)
         assert mem is not None and mem["weight_memory"] == 1000 and mem["internal_memory"] == 2048
         assert "librknnrt" in mem["method"]
+        # once a model is open, the agent reports the runtime and driver versions librknnrt gave
+        assert "fake-librknnrt 0.0 (rkfarm test double) / driver none" in rknn.get_sdk_version()

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
-from vendor_fixtures import SIZE, images, small_classifier
+from vendor_fixtures import SIZE, example_folder, images, small_classifier
 
 from rkfarm import RKNN
 from rkfarm.errors import ConfigError, NotSupportedError
@@ -88,12 +87,8 @@ def test_npu_core_constants() -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("vendor_api")
-    small_classifier(root / "small.onnx")
+    root = example_folder(tmp_path_factory.mktemp("vendor_api"), count=6, seed=21)
     small_classifier(root / "dead.onnx", dead_channel=True)
-    for i, image in enumerate(images(6, seed=21)):
-        Image.fromarray(image).save(root / f"cal{i}.png")
-    (root / "dataset.txt").write_text("".join(f"cal{i}.png\n" for i in range(6)))
     return root
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from vendor_fixtures import SIZE, images, small_classifier
+from vendor_fixtures import SIZE, example_folder, images
 
 from conftest import AgentProcess
 from rkfarm import RKNN
@@ -23,13 +23,7 @@ from rkfarm.analysis.dumps import file_stems, format_map, parse_map
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as a vendor example has it: the model, dataset.txt with its images, a test image."""
-    root = tmp_path_factory.mktemp("vendor_example")
-    small_classifier(root / "small.onnx")
-    for i, image in enumerate(images(8, seed=1)):
-        Image.fromarray(image).save(root / f"cal{i}.png")
-    (root / "dataset.txt").write_text("".join(f"cal{i}.png\n" for i in range(8)))
-    Image.fromarray(images(1, seed=99)[0]).save(root / "test.png")
-    return root
+    return example_folder(tmp_path_factory.mktemp("vendor_example"), test_image=True)
 
 
 def quantized(work: Path) -> RKNN:

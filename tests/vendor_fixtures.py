@@ -66,3 +66,17 @@ def images(count: int, seed: int, size: int = SIZE) -> list[np.ndarray]:
         base = rng.uniform(0, 255, 3) * xx[..., None] + rng.uniform(0, 255, 3) * yy[..., None]
         out.append(np.clip(base / 2 + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8))
     return out
+
+
+def example_folder(root: Path, count: int = 8, seed: int = 1, test_image: bool = False) -> Path:
+    """A folder as a vendor example has it: small.onnx, ``count`` calibration PNGs listed in dataset.txt, and
+    optionally a test.png not among them."""
+    from PIL import Image
+
+    small_classifier(root / "small.onnx")
+    for i, image in enumerate(images(count, seed=seed)):
+        Image.fromarray(image).save(root / f"cal{i}.png")
+    (root / "dataset.txt").write_text("".join(f"cal{i}.png\n" for i in range(count)))
+    if test_image:
+        Image.fromarray(images(1, seed=99)[0]).save(root / "test.png")
+    return root

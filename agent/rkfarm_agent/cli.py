@@ -255,7 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from rkfarm_agent import system
-    from rkfarm_agent.backends import available_backends
+    from rkfarm_agent.backends import available_backends, backend_versions
     from rkfarm_proto.platforms import NPU_CORES
 
     platform, soc = system.detect_platform(args.platform)
@@ -266,7 +266,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "backends": available_backends(),
         "cpu_count": system.cpu_count(),
         "memory_total_bytes": system.memory_total_bytes(),
-        "versions": system.versions(),
+        "versions": {**system.versions(), **backend_versions()},
     }
     if args.json:
         print(json.dumps(data, indent=2))

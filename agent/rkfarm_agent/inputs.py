@@ -86,8 +86,8 @@ class InputAdapter:
     ) -> list[Array]:
         if len(arrays) != len(self._plans):
             raise InputError(f"model takes {len(self._plans)} input(s) ({', '.join(self.names)}), got {len(arrays)}")
-        formats = _per_input(data_format, len(self._plans), "data_format")
-        passes = _per_input(pass_through, len(self._plans), "inputs_pass_through")
+        formats = per_input(data_format, len(self._plans), "data_format")
+        passes = per_input(pass_through, len(self._plans), "inputs_pass_through")
         return [
             self._prepare(plan, arr, fmt, bool(pt)) for plan, arr, fmt, pt in zip(self._plans, arrays, formats, passes)
         ]
@@ -143,7 +143,7 @@ class InputAdapter:
         )
 
 
-def _per_input(value: object, count: int, what: str) -> list[object]:
+def per_input(value: object, count: int, what: str) -> list[object]:
     if value is None or isinstance(value, (str, int, bool)):
         return [value] * count
     if not isinstance(value, Sequence):

@@ -14,7 +14,7 @@ import grpc
 import psutil
 
 from rkfarm_agent import __version__, system
-from rkfarm_agent.backends import available_backends
+from rkfarm_agent.backends import available_backends, backend_versions
 from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.errors import (
     BackendError,
@@ -37,46 +37,50 @@ from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
 from rkfarm_proto.records import LoadOptions, PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.transport import REFUSED_KEY, REFUSED_UPLOADS
+from rkfarm_proto.transport import ERROR_KEY, REFUSED_KEY, REFUSED_UPLOADS, UNKNOWN_MODEL, UNKNOWN_SESSION
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first matching class decides the status code.
-STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (UnknownSessionError, grpc.StatusCode.NOT_FOUND),
-    (UnknownModelError, grpc.StatusCode.NOT_FOUND),
-    (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (TooManySessionsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (AgentBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (UploadCorruptError, grpc.StatusCode.DATA_LOSS),
-    (UploadConflictError, grpc.StatusCode.FAILED_PRECONDITION),
-    (NoBackendError, grpc.StatusCode.FAILED_PRECONDITION),
-    (KeyUnavailableError, grpc.StatusCode.FAILED_PRECONDITION),
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (PackageError, grpc.StatusCode.INVALID_ARGUMENT),
-    (StoreError, grpc.StatusCode.INVALID_ARGUMENT),
-    (BackendError, grpc.StatusCode.FAILED_PRECONDITION),
-    (RkfarmError, grpc.StatusCode.INTERNAL),
+# Most specific first: the first matching class decides the status code, and the error kind sent in trailing
+# metadata (rkfarm_proto.transport) for errors a host must tell apart from others with the same code.
+STATUS_OF: list[tuple[type[Exception], grpc.StatusCode, str | None]] = [
+    (UnknownSessionError, grpc.StatusCode.NOT_FOUND, UNKNOWN_SESSION),
+    (UnknownModelError, grpc.StatusCode.NOT_FOUND, UNKNOWN_MODEL),
+    (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
+    (TooManySessionsError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
+    (AgentBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
+    (UploadCorruptError, grpc.StatusCode.DATA_LOSS, None),
+    (UploadConflictError, grpc.StatusCode.FAILED_PRECONDITION, None),
+    (NoBackendError, grpc.StatusCode.FAILED_PRECONDITION, None),
+    (KeyUnavailableError, grpc.StatusCode.FAILED_PRECONDITION, None),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT, None),
+    (PackageError, grpc.StatusCode.INVALID_ARGUMENT, None),
+    (StoreError, grpc.StatusCode.INVALID_ARGUMENT, None),
+    (BackendError, grpc.StatusCode.FAILED_PRECONDITION, None),
+    (RkfarmError, grpc.StatusCode.INTERNAL, None),
 ]
 MAX_PERF_RUNS = 10_000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def status_for(exc: Exception) -> grpc.StatusCode:
-    for cls, code in STATUS_OF:
+def status_for(exc: Exception) -> tuple[grpc.StatusCode, str | None]:
+    """The status code and error kind a failed call reports for ``exc``."""
+    for cls, code, kind in STATUS_OF:
         if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+            return code, kind
+    return grpc.StatusCode.INTERNAL, None
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
-    code = status_for(exc)
+    code, kind = status_for(exc)
     if isinstance(exc, RkfarmError):
         log.info("%s -> %s: %s", method, code.name, exc)
-        kind = getattr(exc, "kind", None)
-        if isinstance(exc, AgentBusyError) and kind:
-            context.set_trailing_metadata(((REFUSED_KEY, kind),))
+        trailing = [(ERROR_KEY, kind)] if kind else []
+        if isinstance(exc, AgentBusyError) and exc.kind:
+            trailing.append((REFUSED_KEY, exc.kind))
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
         context.abort(code, str(exc))
     if not context.is_active():  # the client went away (cancelled, killed): nobody to tell
         log.info("%s: client gone (%s)", method, type(exc).__name__)
@@ -173,7 +177,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             max_sessions=self._config.max_sessions,
             store_used_bytes=self._store.used_bytes(),
             store_capacity_bytes=self._config.store_capacity_bytes,
-            versions=self._versions,
+            versions={**self._versions, **backend_versions()},
             uptime_s=time.monotonic() - self._started,
             public_key=self._keyring.public_key,
             farm_key_ids=self._keyring.farm_key_ids,

@@ -3,12 +3,12 @@
 ``from rkfarm import RKNN`` is a drop-in for ``from rknn.api import RKNN`` (RKNN-Toolkit2 2.x).
 """
 
+import importlib.util
+
 __version__ = "0.1.0"
 
-try:
-    import onnx as _onnx  # noqa: F401  (host-only dependency)
-except ImportError as _exc:  # pragma: no cover - exercised only on an agent-only install
-    raise ImportError("the rkfarm host package needs its extra dependencies: pip install 'rkfarm[host]'") from _exc
+if importlib.util.find_spec("onnx") is None:  # pragma: no cover - only on an agent-only install
+    raise ImportError("the rkfarm host package needs its extra dependencies: pip install 'rkfarm[host]'")
 
 from rkfarm.api import RKNN
 from rkfarm.errors import RkfarmError

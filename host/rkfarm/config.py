@@ -14,6 +14,7 @@ from rkfarm_proto.platforms import PLATFORMS, normalize_platform
 QUANTIZED_DTYPES = {"w8a8": "w8a8", "asymmetric_quantized-8": "w8a8"}
 QUANTIZED_ALGORITHMS = ("normal", "mmse", "kl_divergence")
 QUANTIZED_METHODS = ("channel", "layer")
+OPTIMIZATION_LEVELS = (0, 1, 2, 3)
 FLOAT_DTYPES = ("float16", "float32")  # float32 is an rkfarm extension: the vendor's NPU has no fp32 mode
 MAX_CUSTOM_STRING = 1024
 # Values the vendor accepts that rkfarm does not implement, refused with the reason rather than mistaken for typos.
@@ -158,7 +159,7 @@ class RknnConfig:
                 )
             self.target_platform = platform
         _one_of("float_dtype", self.float_dtype, FLOAT_DTYPES)
-        if self.optimization_level not in (0, 1, 2, 3):
+        if self.optimization_level not in OPTIMIZATION_LEVELS:
             raise ConfigError(f"optimization_level must be 0, 1, 2 or 3, got {self.optimization_level!r}")
         if self.custom_string is not None:
             if not isinstance(self.custom_string, str):

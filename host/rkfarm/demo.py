@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rkfarm import RKNN
-from rkfarm.discovery import list_devices
+from rkfarm.remote.discovery import list_devices
 from rkfarm.remote.local import LocalAgent
 from rkfarm.samples import TextLine, text_lines
 from rkfarm.zoo import packaged_model

@@ -30,7 +30,32 @@ class StateError(RkfarmError):
 
 
 class RemoteError(RkfarmError):
-    """An agent could not be reached or refused a request; the message carries the agent's reason."""
+    """An agent could not be reached or refused a request; the message carries the agent's reason.
+
+    What a program may branch on, never the message: ``status``, the gRPC status code's name (``"NOT_FOUND"``)
+    when a call failed with one; ``kind``, what the agent did not find (``rkfarm_proto.transport.ERROR_KINDS``);
+    ``refused``, the agent limit that refused the call (``REFUSED_*``).
+    """
+
+    def __init__(
+        self, message: str, *, status: str | None = None, kind: str | None = None, refused: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.refused = refused
+
+
+class AgentUnavailableError(RemoteError):
+    """The agent cannot be reached (down, restarting, wrong address, network) or did not answer in time."""
+
+
+class SessionLostError(RemoteError):
+    """The agent no longer has the session (restarted, unloaded, or the lease expired)."""
+
+
+class AgentAuthError(RemoteError):
+    """The agent refused this host's credentials, or requires ones the host does not have."""
 
 
 class OnnxEditError(RkfarmError, ValueError):
@@ -42,6 +67,8 @@ class DatasetError(RkfarmError, ValueError):
 
 
 __all__ = [
+    "AgentAuthError",
+    "AgentUnavailableError",
     "BuildError",
     "ConfigError",
     "DatasetError",
@@ -53,5 +80,6 @@ __all__ = [
     "PackageError",
     "RemoteError",
     "RkfarmError",
+    "SessionLostError",
     "StateError",
 ]

@@ -72,8 +72,8 @@ def host_keyring(key_file: Path | None = None) -> Keyring:
 
 def agent_public_keys(devices: Sequence[str]) -> list[bytes]:
     """Public identity keys of agents (ids or host:port), asked with Info."""
-    from rkfarm.discovery import resolve
     from rkfarm.remote.client import AgentClient
+    from rkfarm.remote.discovery import resolve
 
     keys = []
     for device_id in devices:

@@ -15,21 +15,38 @@ THROUGHPUT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-# A RESOURCE_EXHAUSTED status carries this trailing metadata key naming the limit that refused the call, so a
-# host can react (fall back to unary calls, wait for an upload slot) without reading the message's wording.
+# An agent's refusal says what it is in trailing metadata, so that a host reacts to the kind of error, never to
+# the wording of its message. ``rkfarm-error`` names what was not found; ``rkfarm-refused`` (with
+# RESOURCE_EXHAUSTED) names the limit that refused the call, so a host can fall back to unary calls or wait for
+# an upload slot.
+ERROR_KEY = "rkfarm-error"
+UNKNOWN_SESSION = "unknown-session"  # never opened, unloaded, or its lease expired: open a new one
+UNKNOWN_MODEL = "unknown-model"  # the agent does not hold that package: upload it
+ERROR_KINDS = (UNKNOWN_SESSION, UNKNOWN_MODEL)
+
 REFUSED_KEY = "rkfarm-refused"
 REFUSED_STREAMS = "streams"
 REFUSED_UPLOADS = "uploads"
 REFUSED_RUNS = "runs"
 
 
-def refused_kind(trailing_metadata: object) -> str | None:
-    """The limit named in a call's trailing metadata (``exc.trailing_metadata()``), if any."""
+def metadata_value(trailing_metadata: object, key: str) -> str | None:
+    """The value of ``key`` in a call's trailing metadata (``exc.trailing_metadata()``), if present."""
     for item in trailing_metadata or ():  # type: ignore[attr-defined]
-        key, value = item[0], item[1]
-        if key == REFUSED_KEY:
+        if item[0] == key:
+            value = item[1]
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def refused_kind(trailing_metadata: object) -> str | None:
+    """The limit that refused a call (one of the ``REFUSED_*`` values), if any."""
+    return metadata_value(trailing_metadata, REFUSED_KEY)
+
+
+def error_kind(trailing_metadata: object) -> str | None:
+    """What a call did not find (one of ``ERROR_KINDS``), if the agent said."""
+    return metadata_value(trailing_metadata, ERROR_KEY)
 
 
 def message_limits(max_bytes: int) -> list[tuple[str, int]]:

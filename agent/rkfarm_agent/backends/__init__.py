@@ -19,6 +19,11 @@ def available_backends() -> list[str]:
     return [name for name, cls in BACKENDS.items() if cls.available()]
 
 
+def backend_versions() -> dict[str, str]:
+    """``backend.<name>`` -> what each available backend runs on (its library and version)."""
+    return {f"backend.{name}": cls.version() for name, cls in BACKENDS.items() if cls.available() and cls.version()}
+
+
 def backend_for(payload_kind: int, serving: bool = False) -> Backend:
     """An instance of the first available backend that runs ``payload_kind`` (``serving``: for an agent)."""
     for cls in BACKENDS.values():
@@ -33,4 +38,4 @@ def backend_for(payload_kind: int, serving: bool = False) -> Backend:
     raise NoBackendError(f"no backend here runs {kind} payloads (available: {', '.join(available_backends())})")
 
 
-__all__ = ["BACKENDS", "Backend", "LoadedModel", "available_backends", "backend_for"]
+__all__ = ["BACKENDS", "Backend", "LoadedModel", "available_backends", "backend_for", "backend_versions"]

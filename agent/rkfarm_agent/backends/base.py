@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from rkfarm_proto.errors import InputError
 from rkfarm_proto.records import LayerProfile, LoadOptions, MemoryReport
 from rkfarm_proto.v1 import common_pb2, package_pb2
 
@@ -20,15 +21,34 @@ Array = npt.NDArray[np.generic]
 
 
 class LoadedModel(ABC):
-    """A model opened by a backend, ready to run prepared inputs (see rkfarm_agent.inputs)."""
+    """A model opened by a backend, ready to run prepared inputs (see rkfarm_agent.inputs).
 
-    @abstractmethod
-    def run(self, feeds: Sequence[Array]) -> list[Array]:
+    ``run`` and ``profile`` check the number of feeds before the backend's own code (``_run``, ``_profile``)
+    sees them; the adapter from ``make_adapter`` has checked each feed's shape and dtype.
+    """
+
+    input_count: int  # set by the backend when it opens the model
+
+    def run(self, feeds: Sequence[Any]) -> list[Array]:
         """Run once on prepared inputs, in the header's input order; outputs in the header's order."""
+        return self._run(self._checked(feeds))
+
+    def profile(self, feeds: Sequence[Any], runs: int) -> LayerProfile:
+        """Run ``runs`` times with the backend's profiler on and return per-layer times."""
+        return self._profile(self._checked(feeds), runs)
+
+    def _checked(self, feeds: Sequence[Any]) -> Sequence[Any]:
+        if len(feeds) != self.input_count:
+            raise InputError(f"model takes {self.input_count} input(s), got {len(feeds)} feed(s)")
+        return feeds
 
     @abstractmethod
-    def profile(self, feeds: Sequence[Array], runs: int) -> LayerProfile:
-        """Run ``runs`` times with the backend's profiler on and return per-layer times."""
+    def _run(self, feeds: Sequence[Any]) -> list[Array]:
+        """The backend's run, on feeds already checked."""
+
+    @abstractmethod
+    def _profile(self, feeds: Sequence[Any], runs: int) -> LayerProfile:
+        """The backend's profiled runs, on feeds already checked."""
 
     @abstractmethod
     def memory(self) -> MemoryReport:
@@ -64,6 +84,11 @@ class Backend(ABC):
     @abstractmethod
     def available(cls) -> bool:
         """Whether this machine can use the backend (library present, device present)."""
+
+    @classmethod
+    def version(cls) -> str:
+        """What this backend runs on, for Info and get_sdk_version() ("" when unknown)."""
+        return ""
 
     @abstractmethod
     def load(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> LoadedModel:

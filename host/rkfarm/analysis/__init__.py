@@ -17,6 +17,7 @@ quantization uses ``LayerRunner`` / ``layer_errors`` to rank layers over several
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,13 +26,16 @@ import onnx
 
 from rkfarm import graph
 from rkfarm.analysis.dumps import MAP_FILE, DumpWriter
-from rkfarm.analysis.metrics import Array, Means
 from rkfarm.analysis.report import render_report, write_report
 from rkfarm.analysis.result import AnalysisResult, LayerError
 from rkfarm.analysis.runner import LayerRunner, layer_errors
 from rkfarm.analysis.text import format_error_analysis, parse_error_analysis, write_error_analysis
 from rkfarm.errors import StateError
+from rkfarm.metrics import Array, Means
+from rkfarm.quant.collect import model_batches
+from rkfarm.quant.dataset import CalibrationDataset
 from rkfarm.runtime import Runtime
+from rkfarm.specs import tensor_spec
 from rkfarm_proto.package import ModelPackage, pack
 from rkfarm_proto.v1 import package_pb2
 
@@ -49,13 +53,12 @@ __all__ = [
     "parse_error_analysis",
     "render_report",
     "run_accuracy_analysis",
+    "sample_feeds",
 ]
 
 
 def instrumented_package(base: ModelPackage, model: onnx.ModelProto) -> ModelPackage:
     """``base`` with ``model`` (the entire model: every analysed tensor an output) as its payload."""
-    from rkfarm.build import tensor_spec
-
     header = package_pb2.PackageHeader()
     header.CopyFrom(base.header)
     inferred = graph.infer_shapes(model)
@@ -65,6 +68,15 @@ def instrumented_package(base: ModelPackage, model: onnx.ModelProto) -> ModelPac
     payload = inferred.SerializeToString()
     full, _ = pack(header, payload)
     return ModelPackage(header=full, payload=payload)
+
+
+def sample_feeds(
+    files: Sequence[str | os.PathLike[str]], package: ModelPackage, float_model: onnx.ModelProto
+) -> list[Array]:
+    """One sample (one image or .npy file per model input) prepared as calibration prepares it: resized,
+    laid out and normalised by the package's input specs, batched as ``float_model`` takes it."""
+    data = CalibrationDataset("accuracy_analysis inputs", package.header.inputs, samples=[list(files)])
+    return next(model_batches(data, float_model, 1))
 
 
 def run_accuracy_analysis(

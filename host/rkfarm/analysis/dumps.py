@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rkfarm.analysis.metrics import Array
 from rkfarm.analysis.probes import Probe
 from rkfarm.errors import RkfarmError
+from rkfarm.metrics import Array
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import onnx
 
-from rkfarm.analysis.metrics import Array, Means
 from rkfarm.analysis.probes import (
     GOLDEN_SUFFIX,
     FloatArray,
@@ -26,6 +25,8 @@ from rkfarm.analysis.probes import (
 )
 from rkfarm.analysis.result import LayerError
 from rkfarm.errors import BuildError
+from rkfarm.metrics import Array, Means
+from rkfarm.runtime.sessions import open_session
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,6 @@ class SampleValues:
     golden: dict[str, Array]  # float model outputs, and the feeds for its inputs
     entire: dict[str, FloatArray]
     single: dict[str, FloatArray]
-
-
-def open_session(model: onnx.ModelProto, what: str) -> Any:
-    """An ONNX Runtime session with the simulator's settings (default graph optimizations, QDQ fusion on)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.inter_op_num_threads = 1
-    # idle worker threads sleep instead of spinning: between runs the host compares tensors on the same cores
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types from C++
-        raise BuildError(f"ONNX Runtime cannot load the {what} model for accuracy analysis: {exc}") from None
 
 
 class LayerRunner:
@@ -136,4 +122,4 @@ def layer_errors(runner: LayerRunner, samples: Iterable[Sequence[Array]]) -> lis
     ]
 
 
-__all__ = ["LayerRunner", "Probe", "SampleValues", "golden_name", "layer_errors", "open_session"]
+__all__ = ["LayerRunner", "Probe", "SampleValues", "golden_name", "layer_errors"]

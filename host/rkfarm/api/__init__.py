@@ -19,22 +19,20 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from rkfarm import __version__, _log
 from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError, NotSupportedError, RkfarmError, StateError
-from rkfarm.frontends import LoadedGraph
+from rkfarm.packages import load_package
 from rkfarm.perf import PerfReport, format_memory, memory_dict
 from rkfarm.runtime import Array, Runtime
 from rkfarm_proto import platforms
-from rkfarm_proto.errors import ForeignFormatError
-from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, vendor_rknn_version, write_package
+from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, write_package
 from rkfarm_proto.records import PERF_RUNS, PERF_WARMUP, LoadOptions, PerfOptions
-from rkfarm_proto.v1 import package_pb2
 
 if TYPE_CHECKING:
     from rkfarm.analysis import AnalysisResult
+    from rkfarm.frontends import LoadedGraph
     from rkfarm.quant import QuantResult
     from rkfarm.quant.auto_hybrid import HybridResult
 
@@ -183,9 +181,16 @@ class RKNN:
 
     def _set_loaded(self, loaded: LoadedGraph) -> None:
         self._close_runtime()
+        self._reset()
         self._loaded = loaded
+
+    def _reset(self) -> None:
+        """Forget the model and everything made from it (build, analysis and hybrid results)."""
+        self._loaded = None
         self._package = None
         self._quant = None
+        self._analysis = None
+        self._hybrid = None
 
     # -- build and export ------------------------------------------------------------------------------
     @_vendor_api(-1)
@@ -277,8 +282,9 @@ class RKNN:
     ) -> int:
         """Build the int8 model from step 1's files and the (edited) cfg: listed layers in float, edited ranges
         honoured. Needs nothing else from step 1: the config travels in the .model."""
-        from rkfarm.build import input_specs, package_model
+        from rkfarm.build import package_model
         from rkfarm.quant.hybrid_files import load_step2
+        from rkfarm.specs import input_specs
 
         self._close_runtime()
         loaded, cfg, result = load_step2(model_input, data_input, model_quantization_cfg)
@@ -300,9 +306,7 @@ class RKNN:
         ``output_dir``. ``output_dir=None`` writes the tables to ``./snapshot`` without the tensor dumps, as the
         vendor does. With ``target`` the quantized model also runs on that board agent (runtime columns).
         ``analysis_result`` holds the numbers."""
-        from rkfarm.analysis import run_accuracy_analysis
-        from rkfarm.quant.collect import model_batches
-        from rkfarm.quant.dataset import CalibrationDataset
+        from rkfarm.analysis import run_accuracy_analysis, sample_feeds
 
         quant = self._quant
         package = self._require_package("accuracy_analysis()")
@@ -313,14 +317,15 @@ class RKNN:
                 "holds only the quantized model)"
             )
         files = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-        data = CalibrationDataset("accuracy_analysis inputs", package.header.inputs, samples=[files])
-        feeds = next(model_batches(data, quant.calibration.model, 1))
+        feeds = sample_feeds(files, package, quant.calibration.model)
         opener = None
         if target is not None:
+            from rkfarm.targets import open_agent
+
             platform = target
 
             def opener(instrumented: ModelPackage) -> Runtime:
-                return self._open_remote(instrumented, platform, device_id, LoadOptions())
+                return open_agent(instrumented, platform, device_id, LoadOptions())
 
         import onnx
 
@@ -406,35 +411,9 @@ class RKNN:
     def load_rknn(self, path: str | os.PathLike[str]) -> int:
         """Load a package made by export_rknn() (a vendor .rknn is accepted for boards with librknnrt)."""
         self._close_runtime()
-        try:
-            package = read_package(path)
-        except ForeignFormatError as exc:
-            if exc.kind != "rknn":
-                raise
-            package = self._wrap_vendor_rknn(Path(path))
-        self._package = package
-        self._loaded = None
-        self._quant = None
+        self._reset()
+        self._package = load_package(path)
         return 0
-
-    @staticmethod
-    def _wrap_vendor_rknn(path: Path) -> ModelPackage:
-        data = path.read_bytes()
-        log.warning(
-            "%s is a vendor RKNN model (format v%s): it can run only on a board agent with librknnrt",
-            path,
-            vendor_rknn_version(data),
-        )
-        from rkfarm_proto.package import pack
-
-        header = package_pb2.PackageHeader(
-            producer="RKNN-Toolkit2 (vendor)",
-            source_model_name=path.name,
-            source_framework="rknn",
-            payload_kind=package_pb2.PAYLOAD_KIND_RKNN,
-        )
-        full, _ = pack(header, data)
-        return ModelPackage(header=full, payload=data)
 
     def _require_package(self, what: str) -> ModelPackage:
         if self._package is None:
@@ -459,44 +438,19 @@ class RKNN:
             raise StateError(f"core_mask {core_mask:#x} is not one of the RKNN.NPU_CORE_* values")
         if async_mode:
             raise NotSupportedError("async_mode is not supported: use the agent's streaming inference instead")
+        from rkfarm.targets import open_agent, open_simulator
+
         self._close_runtime()
         options = LoadOptions(core_mask=core_mask, perf_debug=perf_debug, eval_mem=eval_mem)
         if target is None:
             if device_id is not None:
                 log.warning("init_runtime: device_id is ignored on the simulator (target=None)")
-            from rkfarm.runtime.simulator import SimulatorRuntime
-
-            payload = package.payload
-            if package.encrypted:  # decrypted in memory only, with the host's farm key
-                from rkfarm.keys import host_keyring
-
-                payload = host_keyring().decrypt(package)
-            self._runtime = SimulatorRuntime(package, payload, options)
+            self._runtime = open_simulator(package, options)
         else:
-            self._runtime = self._open_remote(package, target, device_id, options)
+            self._runtime = open_agent(package, target, device_id, options)
         self._perf_debug = perf_debug
         log.info("runtime ready: %s", self._runtime.where)
         return 0
-
-    def _open_remote(self, package: ModelPackage, target: str, device_id: str | None, options: LoadOptions) -> Runtime:
-        from rkfarm.discovery import resolve
-        from rkfarm.remote.runtime import RemoteRuntime
-        from rkfarm_proto.platforms import UNKNOWN, normalize_platform
-
-        platform = normalize_platform(target)
-        if platform is None:
-            raise StateError(f"init_runtime: unknown target {target!r}; use a platform name such as 'rk3588'")
-        device = resolve(device_id, platform)
-        if device.platform not in (platform, UNKNOWN):
-            raise StateError(
-                f"init_runtime: agent {device.agent_id} is a {device.platform} board, not {platform}; "
-                "pick another device_id or change target"
-            )
-        if device.platform == UNKNOWN:
-            log.warning("agent %s reports no Rockchip platform (a PC?); running there anyway", device.agent_id)
-        if package.header.target_platform and package.header.target_platform != platform:
-            log.warning("the model was built for %s and runs on %s", package.header.target_platform, platform)
-        return RemoteRuntime(package, device, options)
 
     def _require_runtime(self, what: str) -> Runtime:
         if self._runtime is None:
@@ -545,7 +499,7 @@ class RKNN:
     def list_devices(self, *, timeout_s: float = 2.0) -> tuple[list[str], list[str]]:
         """Agents found by mDNS and the inventory; prints a table. Returns (agent ids, []) — the vendor's
         (adb_devices, ntb_devices) shape, with agents where the vendor lists adb serials."""
-        from rkfarm.discovery import format_devices, list_devices
+        from rkfarm.remote.discovery import format_devices, list_devices
 
         devices = list_devices(timeout_s)
         print(format_devices(devices))
@@ -553,6 +507,8 @@ class RKNN:
 
     def get_sdk_version(self) -> str:
         """The API version, and the runtime's when init_runtime() has been called."""
+        import onnxruntime as ort
+
         lines = [f"API: rkfarm {__version__} (onnxruntime {ort.__version__})"]
         if self._runtime is not None:
             lines.append(self._runtime.versions())
@@ -591,9 +547,7 @@ class RKNN:
     def release(self) -> None:
         """Free the runtime and the model."""
         self._close_runtime()
-        self._loaded = None
-        self._package = None
-        self._quant = None
+        self._reset()
 
     @property
     def package(self) -> ModelPackage | None:
@@ -605,9 +559,7 @@ def _config_signature() -> inspect.Signature:
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     defaults = RknnConfig()
     for name in RknnConfig.parameter_names():
-        params.append(
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=getattr(defaults, name))
-        )
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=getattr(defaults, name)))
     return inspect.Signature(params, return_annotation=int)
 
 

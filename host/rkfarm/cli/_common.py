@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rkfarm.config import QUANTIZED_ALGORITHMS, QUANTIZED_METHODS, RknnConfig
+from rkfarm_proto.platforms import NPU_CORE_AUTO
+
+if TYPE_CHECKING:
+    from rkfarm.runtime import Runtime
+    from rkfarm_proto.package import ModelPackage
+
+
+DEFAULTS = RknnConfig()  # config()'s defaults, which every CLI default repeats by reference, never by value
 
 
 def _shape(text: str) -> list[int]:
@@ -23,32 +35,44 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r} (write e.g. 127.5,127.5,127.5)") from None
 
 
+def _add_quant_choices(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--algorithm", choices=QUANTIZED_ALGORITHMS, default=DEFAULTS.quantized_algorithm,
+        help=f"calibration algorithm (default {DEFAULTS.quantized_algorithm})",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", choices=QUANTIZED_METHODS, default=DEFAULTS.quantized_method,
+        help=f"weights per channel or per layer (default {DEFAULTS.quantized_method})",
+    )  # fmt: skip
+
+
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", metavar="ID|HOST:PORT",
         help="run on this agent (an id from `rkfarm devices`, or host:port); default: the simulator",
     )  # fmt: skip
     p.add_argument("--target", metavar="PLATFORM", help="platform to ask for (default: the agent's own)")
-    p.add_argument("--core-mask", type=lambda v: int(v, 0), default=0, help="NPU core mask, e.g. 0x1 (default auto)")
-
-
-def _open_runtime(args: argparse.Namespace, perf_debug: bool = False) -> Any:
-    """An RKNN with the package loaded and a runtime open on --device (or the simulator)."""
-    from rkfarm.api import RKNN
-
-    rknn = RKNN(raise_errors=True)
-    rknn.load_rknn(args.model)
-    if not getattr(args, "device", None):
-        rknn.init_runtime(perf_debug=perf_debug, core_mask=args.core_mask)
-        return rknn
-    from rkfarm import discovery
-    from rkfarm_proto.platforms import UNKNOWN
-
-    device = discovery.resolve(args.device, None)
-    package = rknn.package
-    assert package is not None
-    target = args.target or (device.platform if device.platform != UNKNOWN else "") or package.header.target_platform
-    rknn.init_runtime(
-        target=target or "rk3588", device_id=device.address, perf_debug=perf_debug, core_mask=args.core_mask
+    p.add_argument(
+        "--core-mask", type=lambda v: int(v, 0), default=NPU_CORE_AUTO, help="NPU core mask, e.g. 0x1 (default auto)"
     )
-    return rknn
+
+
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace, perf_debug: bool = False) -> Iterator[tuple[ModelPackage, Runtime]]:
+    """The package of ``args.model`` open on ``--device`` (or the simulator), closed on the way out so that no
+    session outlives the command."""
+    from rkfarm.packages import load_package
+    from rkfarm.targets import device_target, open_agent, open_simulator
+    from rkfarm_proto.records import LoadOptions
+
+    package = load_package(args.model)
+    options = LoadOptions(core_mask=args.core_mask, perf_debug=perf_debug)
+    if getattr(args, "device", None):
+        target, device = device_target(args.device, package, args.target)
+        runtime = open_agent(package, target, device.address, options)
+    else:
+        runtime = open_simulator(package, options)
+    try:
+        yield package, runtime
+    finally:
+        runtime.close()

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rkfarm.cli._common import _add_device_args, _open_runtime
+from rkfarm.cli._common import _add_device_args, _opened
+from rkfarm.errors import RkfarmError
+from rkfarm_proto.records import PERF_RUNS, PERF_WARMUP
 
 
 def _add_devices(sub: Any) -> None:
@@ -32,8 +34,8 @@ def _add_perf_mem(sub: Any) -> None:
     )
     p.add_argument("model", type=Path, help="model package (.rkfm)")
     _add_device_args(p)
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=PERF_RUNS, help=f"timed runs (default {PERF_RUNS})")
+    p.add_argument("--warmup", type=int, default=PERF_WARMUP, help=f"untimed runs first (default {PERF_WARMUP})")
     p.add_argument("--perf-debug", action="store_true", help="per-layer times")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perf)
@@ -45,7 +47,7 @@ def _add_perf_mem(sub: Any) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from rkfarm.discovery import format_devices, list_devices
+    from rkfarm.remote.discovery import format_devices, list_devices
 
     devices = list_devices(args.timeout)
     if args.json:
@@ -56,24 +58,25 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    rknn = _open_runtime(args, perf_debug=args.perf_debug)
+    from rkfarm.perf import PerfReport
+    from rkfarm_proto.records import PerfOptions
+
     try:
-        report = rknn.eval_perf(is_print=not args.json, runs=args.runs, warmup=args.warmup)
-    finally:
-        rknn.release()
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        options = PerfOptions(args.runs, args.warmup, args.perf_debug)
+    except ValueError as exc:
+        raise RkfarmError(str(exc)) from None
+    with _opened(args, perf_debug=args.perf_debug) as (_, runtime):
+        report = PerfReport(runtime.eval_perf(options))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 
 
 def cmd_mem(args: argparse.Namespace) -> int:
-    rknn = _open_runtime(args)
-    try:
-        result = rknn.eval_memory(is_print=not args.json)
-    finally:
-        rknn.release()
-    if args.json:
-        print(json.dumps(result, indent=2))
+    from rkfarm.perf import format_memory, memory_dict
+
+    with _opened(args) as (_, runtime):
+        result = memory_dict(runtime.eval_memory(), runtime.where)
+    print(json.dumps(result, indent=2) if args.json else format_memory(result))
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rkfarm_proto.crypto import ALGORITHMS, LEVELS
+
 
 def _add_crypto(sub: Any) -> None:
     k = sub.add_parser(
@@ -25,11 +27,11 @@ def _add_crypto(sub: Any) -> None:
     )
     e.add_argument("model", type=Path, help="model package (.rkfm)")
     e.add_argument("-o", "--output", type=Path, help="default: MODEL.crypt.rkfm")
-    e.add_argument("--level", type=int, choices=[1, 2, 3], default=1, help="crypt level (default 1)")
+    e.add_argument("--level", type=int, choices=sorted(LEVELS), default=1, help="crypt level (default 1)")
     e.add_argument("--for", dest="recipients", action="append", metavar="AGENT",
                    help="seal to this agent only (id or host:port; repeatable) instead of the farm key")  # fmt: skip
     e.add_argument("--key-file", type=Path, help="farm key file (default $RKFARM_FARM_KEY_FILE)")
-    e.add_argument("--algorithm", choices=["AES-256-GCM", "ChaCha20-Poly1305"], default="AES-256-GCM")
+    e.add_argument("--algorithm", choices=ALGORITHMS, default=ALGORITHMS[0], help=f"default {ALGORITHMS[0]}")
     e.set_defaults(func=cmd_encrypt)
 
 

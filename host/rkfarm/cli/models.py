@@ -6,12 +6,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rkfarm.cli._common import _add_device_args, _floats, _open_runtime, _shape
+from rkfarm.cli._common import DEFAULTS, _add_device_args, _add_quant_choices, _floats, _opened, _shape
+from rkfarm.config import FLOAT_DTYPES, OPTIMIZATION_LEVELS
 from rkfarm.errors import RkfarmError
+
+if TYPE_CHECKING:
+    from rkfarm.runtime import Runtime
+    from rkfarm_proto.package import ModelPackage
 
 
 def _add_build(sub: Any) -> None:
@@ -40,20 +45,27 @@ def _add_build(sub: Any) -> None:
     )
     p.add_argument("--mean", type=_floats, action="append", metavar="M0,M1,M2", help="mean per channel (per input)")
     p.add_argument("--std", type=_floats, action="append", metavar="S0,S1,S2", help="std per channel (per input)")
-    p.add_argument("--float-dtype", choices=["float16", "float32"], default="float16", help="default: float16")
+    p.add_argument(
+        "--float-dtype", choices=FLOAT_DTYPES, default=DEFAULTS.float_dtype, help=f"default: {DEFAULTS.float_dtype}"
+    )
     p.add_argument("--target", metavar="PLATFORM", help="target platform to record, e.g. rk3588")
-    p.add_argument("--optimization-level", type=int, choices=[0, 1, 2, 3], default=3, help="default: 3")
+    p.add_argument(
+        "--optimization-level", type=int, choices=OPTIMIZATION_LEVELS, default=DEFAULTS.optimization_level,
+        help=f"default: {DEFAULTS.optimization_level}",
+    )  # fmt: skip
     p.add_argument("--custom-string", help="free text stored in the package")
     p.add_argument("--quantize", action="store_true", help="quantize to int8 (needs --dataset)")
     p.add_argument("--dataset", help="calibration dataset.txt (one sample per line)")
-    p.add_argument("--algorithm", choices=["normal", "mmse", "kl_divergence"], default="normal")
-    p.add_argument("--method", choices=["channel", "layer"], default="channel")
+    _add_quant_choices(p)
     p.add_argument("--quantize-weight", action="store_true", help="without --quantize: int8 weights, float compute")
     p.add_argument(
         "--auto-hybrid", action="store_true",
         help="with --quantize: keep the fewest layers in float needed to reach --cos-thresh",
     )  # fmt: skip
-    p.add_argument("--cos-thresh", type=float, default=0.98, help="auto-hybrid output cosine target (default 0.98)")
+    p.add_argument(
+        "--cos-thresh", type=float, default=DEFAULTS.auto_hybrid_cos_thresh,
+        help=f"auto-hybrid output cosine target (default {DEFAULTS.auto_hybrid_cos_thresh})",
+    )  # fmt: skip
     p.add_argument("--euc-thresh", type=float, help="auto-hybrid euclidean distance target (default none)")
     p.add_argument(
         "--quant-cfg",
@@ -145,11 +157,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    with _opened(args) as (package, runtime):
+        return _run(args, package, runtime)
+
+
+def _run(args: argparse.Namespace, package: ModelPackage, runtime: Runtime) -> int:
     from rkfarm.images import IMAGE_SUFFIXES, read_input
 
-    rknn = _open_runtime(args)
-    package = rknn.package
-    assert package is not None
     specs = list(package.header.inputs)
     if len(args.inputs) != len(specs):
         names = ", ".join(s.tensor.name for s in specs)
@@ -161,8 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         size = (dims[2], dims[3]) if len(dims) == 4 else None
         arrays.append(read_input(path, size, args.rgb2bgr))
         formats.append("nchw" if args.nchw and path.suffix.lower() not in IMAGE_SUFFIXES else "nhwc")
-    outputs = rknn.inference(arrays, data_format=formats, inputs_pass_through=[int(args.pass_through)] * len(specs))
-    assert outputs is not None
+    outputs = runtime.inference(arrays, formats, [int(args.pass_through)] * len(specs))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     summary = []
     for i, (out_spec, out) in enumerate(zip(package.header.outputs, outputs)):

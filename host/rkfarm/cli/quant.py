@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rkfarm.cli._common import _floats, _shape
+from rkfarm.cli._common import _add_quant_choices, _floats, _shape
 from rkfarm.errors import RkfarmError
 
 
@@ -19,8 +19,7 @@ def _add_quant_options(p: argparse.ArgumentParser, dataset_required: bool = True
     )
     p.add_argument("--mean", type=_floats, action="append", metavar="M0,M1,M2", help="mean per channel (per input)")
     p.add_argument("--std", type=_floats, action="append", metavar="S0,S1,S2", help="std per channel (per input)")
-    p.add_argument("--algorithm", choices=["normal", "mmse", "kl_divergence"], default="normal")
-    p.add_argument("--method", choices=["channel", "layer"], default="channel")
+    _add_quant_choices(p)
     p.add_argument("--target", metavar="PLATFORM", help="target platform, e.g. rk3588")
     p.add_argument("--batch", type=int, metavar="N", help="build for batch N (rknn_batch_size)")
 
@@ -99,14 +98,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     inputs = args.input or _first_sample(args.dataset)
     target = device_id = None
     if args.device:
-        from rkfarm import discovery
-        from rkfarm_proto.platforms import UNKNOWN
+        from rkfarm.targets import device_target
 
-        device = discovery.resolve(args.device, None)
-        package = rknn.package
-        assert package is not None
-        platform = args.target or (device.platform if device.platform != UNKNOWN else "")
-        target, device_id = platform or package.header.target_platform or "rk3588", device.address
+        assert rknn.package is not None
+        target, device = device_target(args.device, rknn.package, args.target)
+        device_id = device.address
     rknn.accuracy_analysis([str(f) for f in inputs], str(args.output_dir), target=target, device_id=device_id)
     result = rknn.analysis_result
     assert result is not None

@@ -7,8 +7,10 @@ their module, with a clear error naming the extra to install.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass

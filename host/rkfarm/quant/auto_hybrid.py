@@ -27,16 +27,20 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError
-from rkfarm.quant.dataset import Array
-
-if TYPE_CHECKING:
-    from rkfarm.quant import Calibration
+from rkfarm.metrics import cosine, euclidean
+from rkfarm.quant.collect import model_batches
+from rkfarm.quant.dataset import Array, CalibrationDataset
+from rkfarm.quant.hybrid import expand_groups, float_plan
+from rkfarm.quant.qdq import Calibration, apply_qdq
+from rkfarm.quant.sensitivity import isolated_errors
+from rkfarm.runtime.sessions import open_session
+from rkfarm.specs import input_specs
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,6 @@ class _Trials:
     """Measures the output of the model with a given set of float layers, against the float model."""
 
     def __init__(self, calibration: Calibration, samples: list[list[Array]], fixed: Sequence[str]) -> None:
-        from rkfarm.analysis.runner import open_session
 
         self.calibration = calibration
         self.samples = samples
@@ -105,10 +108,6 @@ class _Trials:
         self.golden = [golden.run(None, dict(zip(names, feeds))) for feeds in samples]
 
     def score(self, floats: Sequence[str]) -> Score:
-        from rkfarm.analysis.metrics import cosine, euclidean
-        from rkfarm.analysis.runner import open_session
-        from rkfarm.quant.hybrid import float_plan
-        from rkfarm.quant.qdq import apply_qdq
 
         cal = self.calibration
         plan = float_plan(cal.model, cal.plan, [*self.fixed, *floats])
@@ -135,8 +134,6 @@ def rank(
 
     Every candidate is measured on the ``screen_samples`` samples the int8 model gets most wrong (the error of
     a classifier concentrates on a few ambiguous inputs), then the ``shortlist`` worst on every sample."""
-    from rkfarm.quant.hybrid import expand_groups, float_plan
-    from rkfarm.quant.sensitivity import isolated_errors
 
     cal = calibration
     plan = float_plan(cal.model, cal.plan, fixed)
@@ -157,10 +154,6 @@ def search(
 ) -> HybridResult:
     """Choose float layers (beyond ``fixed``) for the output to reach the thresholds; see the module docstring."""
     from tqdm import tqdm
-
-    from rkfarm.build import input_specs
-    from rkfarm.quant.collect import model_batches
-    from rkfarm.quant.dataset import CalibrationDataset
 
     started = time.perf_counter()
     data = CalibrationDataset(dataset, input_specs(calibration.model, cfg))

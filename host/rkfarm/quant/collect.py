@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import onnx
@@ -22,6 +21,7 @@ from rkfarm import graph
 from rkfarm.errors import BuildError
 from rkfarm.quant.calibrators import Calibrator
 from rkfarm.quant.dataset import Array, CalibrationDataset
+from rkfarm.runtime.sessions import open_session
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,6 @@ def _free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def _session(model: onnx.ModelProto) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types from C++
-        raise BuildError(f"ONNX Runtime cannot run the float model for calibration: {exc}") from None
-
-
 def _batches(dataset: CalibrationDataset, rows: Sequence[int], exact: bool) -> Iterator[tuple[list[Array], int]]:
     """Samples concatenated into batches of ``rows[i]`` rows of input ``i``, with the number of samples each
     batch completes. Inputs advance in lockstep: the dataset checked that every input of a sample holds the
@@ -214,7 +201,7 @@ def collect(
     if flexible:
         exposed = _free_batch(exposed)
         rows = [r * factor for r in rows]
-    session = _session(exposed)
+    session = open_session(exposed, "float model for calibration", calibration=True)
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
     with tqdm(total=len(dataset), desc="calibrating", unit="sample", leave=False, disable=None) as bar:

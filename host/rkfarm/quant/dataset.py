@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from rkfarm.errors import DatasetError
 from rkfarm.images import IMAGE_SUFFIXES, peek_array
-from rkfarm_agent.inputs import InputAdapter
+from rkfarm.runtime import InputAdapter
 from rkfarm_proto.errors import InputError
 from rkfarm_proto.tensors import shape_str
 from rkfarm_proto.v1 import common_pb2, package_pb2

@@ -35,11 +35,11 @@ from rkfarm import __version__
 from rkfarm.config import RknnConfig
 from rkfarm.errors import BuildError, ModelLoadError
 from rkfarm.frontends import LoadedGraph
-from rkfarm.quant import Calibration, QuantOptions, QuantResult, finish
 from rkfarm.quant.config_file import read_quant_cfg, write_quant_cfg
 from rkfarm.quant.hybrid import cfg_parameters, expand_groups, float_plan, resolve_layers
+from rkfarm.quant.pipeline import QuantOptions, QuantResult, finish
 from rkfarm.quant.plan import make_plan
-from rkfarm.quant.qdq import apply_qdq, parameter_table, table_from_qdq
+from rkfarm.quant.qdq import Calibration, apply_qdq, parameter_table, table_from_qdq
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -46,6 +47,18 @@ from rkfarm.quant.scheme import (
 log = logging.getLogger(__name__)
 
 QuantTable = dict[str, QuantParams]
+
+
+@dataclass
+class Calibration:
+    """What calibration produced: the model it applies to, the plan, the parameters, the sample count."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    table: QuantTable
+    samples: int
+
+
 ACTIVATION_OFFSET = 128  # int8 level q is stored as uint8 q + 128
 _NP_TO_ONNX = {np.dtype(np.int8): onnx.TensorProto.INT8, np.dtype(np.int32): onnx.TensorProto.INT32}
 

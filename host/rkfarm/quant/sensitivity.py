@@ -26,10 +26,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rkfarm import graph
+from rkfarm.metrics import cosine
 from rkfarm.quant.dataset import Array
 from rkfarm.quant.plan import QuantPlan
 from rkfarm.quant.qdq import ACTIVATION_OFFSET, QuantTable
 from rkfarm.quant.scheme import QuantParams
+from rkfarm.runtime.sessions import open_session
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,6 @@ def isolated_errors(
     """Per candidate (or per one of ``only``): the mean over samples and outputs of 1 - cosine(output, float
     output) with that candidate alone quantized."""
     from tqdm import tqdm
-
-    from rkfarm.analysis.metrics import cosine
-    from rkfarm.analysis.runner import open_session
 
     switched, candidates = switch_model(model, plan, table)
     session = open_session(switched, "switch")

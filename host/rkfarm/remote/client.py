@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -15,18 +13,14 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from rkfarm.errors import InputError, RemoteError
-from rkfarm.remote.credentials import Credentials, explain_refusal
+from rkfarm.errors import AgentAuthError, AgentUnavailableError, InputError, RemoteError, SessionLostError
+from rkfarm.remote.credentials import Credentials
+from rkfarm.remote.retry import retry
+from rkfarm.remote.status import error_from_rpc, status_name
+from rkfarm.remote.stream import LockstepStream
 from rkfarm_proto.records import PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.transport import (
-    MAX_MESSAGE_BYTES,
-    REFUSED_STREAMS,
-    REFUSED_UPLOADS,
-    THROUGHPUT_OPTIONS,
-    message_limits,
-    refused_kind,
-)
+from rkfarm_proto.transport import MAX_MESSAGE_BYTES, REFUSED_UPLOADS, THROUGHPUT_OPTIONS, message_limits
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,44 +28,8 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 4 * 1024 * 1024
 STREAM_BACKOFF_S = 10.0  # after an agent refused a stream (all stream slots taken), unary calls this long
 T = TypeVar("T")
-
-
-class AgentUnavailableError(RemoteError):
-    """The agent cannot be reached (down, restarting, wrong address, network)."""
-
-
-class SessionLostError(RemoteError):
-    """The agent no longer has the session (restarted, or the lease expired)."""
-
-
-class AgentAuthError(RemoteError):
-    """The agent refused this host's credentials, or requires ones the host does not have."""
-
-
-def _map_error(
-    address: str,
-    exc: grpc.RpcError,
-    inference: bool = False,
-    credentials: Credentials | None = None,
-    auth: str | None = None,
-) -> RemoteError | InputError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    if inference and code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InputError(details)  # the same error the simulator raises for the same input
-    advice = explain_refusal(credentials, code, details, auth) if credentials is not None else None
-    if advice is not None and advice[1]:
-        err: RemoteError = AgentAuthError(f"agent at {address}: access failed: {advice[0]} [{code.name}: {details}]")
-    elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        hint = f"; {advice[0]}" if advice is not None else ""
-        err = AgentUnavailableError(f"agent at {address}: {code.name}: {details or 'no answer'}{hint}")
-    elif code == grpc.StatusCode.NOT_FOUND and "session" in details:
-        err = SessionLostError(f"agent at {address}: {code.name}: {details}")
-    else:
-        err = RemoteError(f"agent at {address} refused: {code.name}: {details}")
-    err.code = code  # type: ignore[attr-defined]
-    err.refused = refused_kind(exc.trailing_metadata()) if hasattr(exc, "trailing_metadata") else None  # type: ignore[attr-defined]
-    return err
+# The errors this client raises, importable from here as well as from rkfarm.errors.
+__all__ = ["AgentAuthError", "AgentClient", "AgentUnavailableError", "LockstepStream", "SessionLostError"]
 
 
 def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
@@ -124,7 +82,7 @@ class AgentClient:
 
     def map_error(self, exc: grpc.RpcError, inference: bool = False) -> RemoteError | InputError:
         """The rkfarm error for a failed call, with advice when credentials are the problem."""
-        return _map_error(self.address, exc, inference, self.credentials, self.auth)
+        return error_from_rpc(self.address, exc, inference, self.credentials, self.auth)
 
     def __enter__(self) -> AgentClient:
         return self
@@ -142,20 +100,21 @@ class AgentClient:
         waits for an answer, not for the channel state: Info with wait_for_ready, repeated until it gets one.
         Any answer counts, a refusal too (the call that follows reports it properly).
         """
-        deadline = time.monotonic() + timeout_s
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                self._stub.Info(
-                    agent_pb2.InfoRequest(), timeout=remaining, metadata=self._metadata, wait_for_ready=True
-                )
-                return True
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    return False
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    return True
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        return False
+        until = time.monotonic() + timeout_s
+
+        def ask() -> None:
+            self._stub.Info(
+                agent_pb2.InfoRequest(),
+                timeout=max(0.001, until - time.monotonic()),
+                metadata=self._metadata,
+                wait_for_ready=True,
+            )
+
+        try:
+            retry(ask, until=until, retryable=lambda e: status_name(e) == "UNAVAILABLE", what=f"Info {self.address}")
+        except grpc.RpcError as exc:
+            return status_name(exc) not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        return True
 
     @_mapped
     def info(self) -> agent_pb2.InfoResponse:
@@ -181,27 +140,24 @@ class AgentClient:
         bad disk) starts again from byte 0.
         """
         sha = sha256 or hashlib.sha256(blob).hexdigest()
-        deadline = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s + len(blob) / (20 << 20))
-        resume = True
-        attempt = 0
-        while True:
-            try:
-                return self._upload_once(blob, sha, resume)
-            except RemoteError as exc:
-                code = getattr(exc, "code", None)
-                resumed = self._resumed_from > 0
-                if resume and resumed and code in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INVALID_ARGUMENT):
-                    resume = False
-                    log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
-                    continue
-                busy = code == grpc.StatusCode.FAILED_PRECONDITION or (
-                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(exc, "refused", None) == REFUSED_UPLOADS
-                )
-                if not busy or time.monotonic() >= deadline:
-                    raise
-                attempt += 1
-                log.debug("upload of %s waits: %s", sha[:12], exc)
-                time.sleep(min(1.0, 0.1 * attempt, max(0.0, deadline - time.monotonic())))
+        until = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s + len(blob) / (20 << 20))
+
+        def busy(exc: Exception) -> bool:
+            return isinstance(exc, RemoteError) and (
+                exc.status == "FAILED_PRECONDITION" or exc.refused == REFUSED_UPLOADS
+            )
+
+        return retry(lambda: self._upload(blob, sha), until=until, retryable=busy, what=f"upload of {sha[:12]}")
+
+    def _upload(self, blob: bytes, sha: str) -> int:
+        """One upload, resumed where the agent has a partial; whole if the agent refuses the resumed one."""
+        try:
+            return self._upload_once(blob, sha)
+        except RemoteError as exc:
+            if self._resumed_from > 0 and exc.status in ("DATA_LOSS", "INVALID_ARGUMENT"):
+                log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
+                return self._upload_once(blob, sha, resume=False)
+            raise
 
     @_mapped
     def _upload_once(self, blob: bytes, sha: str, resume: bool = True) -> int:
@@ -316,110 +272,3 @@ class AgentClient:
             agent_pb2.ListSessionsRequest(), timeout=self.timeout_s, metadata=self._metadata
         )
         return list(response.sessions)
-
-
-class LockstepStream:
-    """Send a request, wait for its response, repeat, on one long-lived InferStream call.
-
-    A watchdog cancels the call if a response takes longer than ``timeout_s``. After any error the stream is
-    dead (``broken``); open a new one.
-
-    If the agent refuses the stream because all its stream slots are taken (RESOURCE_EXHAUSTED with trailing
-    metadata ``rkfarm-refused: streams``, see rkfarm_proto.transport), the request goes as a unary Infer instead
-    and ``on_refused``
-    is told; a stream built with ``unary_until`` in the future makes only unary calls, and reports itself
-    ``broken`` once that time has passed so that the caller tries a real stream again.
-    """
-
-    def __init__(
-        self,
-        stub: Any,
-        metadata: tuple[tuple[str, str], ...],
-        timeout_s: float,
-        address: str,
-        map_error: Callable[..., RemoteError | InputError] | None = None,
-        unary_until: float = 0.0,
-        on_refused: Callable[[], None] | None = None,
-    ) -> None:
-        self._map_error = map_error or functools.partial(_map_error, address)
-        self._stub = stub
-        self._metadata = metadata
-        self._timeout_s = timeout_s
-        self._address = address
-        self._unary_until = unary_until
-        self._on_refused = on_refused
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self.broken = False
-        self._closed = False
-        self._requests: queue.SimpleQueue[agent_pb2.InferRequest | None] = queue.SimpleQueue()
-        self._responses: Any = None
-        if unary_until > time.monotonic():
-            return
-        self._responses = stub.InferStream(self._feed(), metadata=metadata)
-        threading.Thread(target=self._watchdog, name="rkfarm-stream-watchdog", daemon=True).start()
-
-    def _unary(self, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
-        try:
-            response: agent_pb2.InferResponse = self._stub.Infer(
-                request, timeout=self._timeout_s, metadata=self._metadata
-            )
-            return response
-        except grpc.RpcError as exc:
-            raise self._map_error(exc, inference=True) from None
-
-    def _feed(self) -> Iterator[agent_pb2.InferRequest]:
-        while True:
-            item = self._requests.get()
-            if item is None:
-                return
-            yield item
-
-    def call(self, request: agent_pb2.InferRequest) -> agent_pb2.InferResponse:
-        if self._responses is None:  # unary stand-in while the agent has no stream slot
-            if time.monotonic() >= self._unary_until:
-                self.broken = True
-            return self._unary(request)
-        with self._cond:
-            self._deadline = time.monotonic() + self._timeout_s
-            self._cond.notify()
-        self._requests.put(request)
-        try:
-            response: agent_pb2.InferResponse = next(self._responses)
-            return response
-        except grpc.RpcError as exc:
-            self.broken = True
-            refused = refused_kind(exc.trailing_metadata()) if hasattr(exc, "trailing_metadata") else None
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and refused == REFUSED_STREAMS:
-                log.info("agent %s has no stream slot free (%s); unary calls for now", self._address, exc.details())
-                if self._on_refused is not None:
-                    self._on_refused()
-                return self._unary(request)  # the agent refused the stream before reading this request
-            raise self._map_error(exc, inference=True) from None
-        except StopIteration:
-            self.broken = True
-            raise AgentUnavailableError(f"agent at {self._address} ended the inference stream") from None
-        finally:
-            with self._cond:
-                self._deadline = None
-
-    def _watchdog(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                remaining = self._deadline - time.monotonic()
-                if remaining <= 0:
-                    self._responses.cancel()
-                    self._deadline = None
-                else:
-                    self._cond.wait(remaining)
-
-    def close(self) -> None:
-        self._requests.put(None)
-        if self._responses is not None:
-            self._responses.cancel()
-        with self._cond:
-            self._closed = True
-            self._cond.notify()

@@ -17,10 +17,12 @@ from typing import TypeVar
 
 import numpy.typing as npt
 
-from rkfarm.discovery import Device
-from rkfarm.errors import RemoteError
+from rkfarm.errors import AgentUnavailableError, RemoteError, SessionLostError
 from rkfarm.perf import PerfData
-from rkfarm.remote.client import AgentClient, AgentUnavailableError, LockstepStream, SessionLostError
+from rkfarm.remote.client import AgentClient
+from rkfarm.remote.discovery import Device
+from rkfarm.remote.retry import retry
+from rkfarm.remote.stream import LockstepStream
 from rkfarm.runtime import Array, Runtime
 from rkfarm_proto.package import ModelPackage, pack, sha256_hex
 from rkfarm_proto.records import LayerTiming, LoadOptions, MemoryReport, PerfOptions
@@ -78,10 +80,11 @@ class RemoteRuntime(Runtime):
             response.lease_s,
         )
 
-    def _reopen(self, why: Exception, deadline: float) -> None:
-        log.warning("%s; re-opening the session on %s", why, self.device.address)
-        if not self._client.wait_ready(max(0.0, deadline - time.monotonic())):
-            raise RemoteError(f"agent at {self.device.address} did not come back within {RECONNECT_WAIT_S:.0f} s")
+    def _reopen(self, until: float) -> None:
+        if not self._client.wait_ready(max(0.0, until - time.monotonic())):
+            raise AgentUnavailableError(
+                f"agent at {self.device.address} did not come back within {RECONNECT_WAIT_S:.0f} s"
+            )
         self._open()
 
     def _call(self, fn: Callable[[str], T]) -> T:
@@ -90,20 +93,22 @@ class RemoteRuntime(Runtime):
         A restart has a window where the old connection still looks usable; a re-open or retry that lands
         in it fails the same way, so the cycle repeats until the deadline instead of giving up at once.
         """
-        deadline: float | None = None
-        while True:
-            try:
-                return fn(self._session_id)
-            except (SessionLostError, AgentUnavailableError) as exc:
-                if self._closed.is_set():
-                    raise
-                deadline = deadline or time.monotonic() + RECONNECT_WAIT_S
-                if time.monotonic() >= deadline:
-                    raise
-                try:
-                    self._reopen(exc, deadline)
-                except AgentUnavailableError as again:
-                    log.debug("re-open failed (%s); trying again", again)
+        try:
+            return fn(self._session_id)
+        except (SessionLostError, AgentUnavailableError) as exc:
+            if self._closed.is_set():
+                raise
+            log.warning("%s; re-opening the session on %s", exc, self.device.address)
+        until = time.monotonic() + RECONNECT_WAIT_S
+
+        def again() -> T:
+            self._reopen(until)
+            return fn(self._session_id)
+
+        def reconnectable(exc: Exception) -> bool:
+            return isinstance(exc, (SessionLostError, AgentUnavailableError)) and not self._closed.is_set()
+
+        return retry(again, until=until, retryable=reconnectable, what=f"re-opening the session on {self.where}")
 
     def _keep_alive_loop(self) -> None:
         while not self._closed.wait(max(0.2, self._lease_granted / 3)):
@@ -153,10 +158,10 @@ class RemoteRuntime(Runtime):
 
     def versions(self) -> str:
         info = self._client.info()
-        ort = info.versions.get("onnxruntime", "?")
+        runs_on = [v for k, v in sorted(info.versions.items()) if k.startswith("backend.")]
         return (
             f"DRV: rkfarm-agent {info.agent_version} on {info.agent_id} ({info.platform}, "
-            f"backends {','.join(info.backends)}, onnxruntime {ort})"
+            f"backends {','.join(info.backends)}: {'; '.join(runs_on) or 'versions not reported'})"
         )
 
     @property

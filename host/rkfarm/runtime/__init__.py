@@ -1,4 +1,8 @@
-"""Where a package runs: the in-process simulator or a remote agent, behind one interface."""
+"""Where a package runs: the in-process simulator or a remote agent, behind one interface.
+
+This package is the host's one door to the agent's runtime (its backends, input conversion and timing), so
+that the simulator runs exactly what a board runs; nothing else of the host imports ``rkfarm_agent``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rkfarm.perf import PerfData
+from rkfarm_agent.inputs import InputAdapter
 from rkfarm_proto.records import MemoryReport, PerfOptions
 
 Array = npt.NDArray[np.generic]
@@ -43,3 +48,6 @@ class Runtime(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the session."""
+
+
+__all__ = ["Array", "InputAdapter", "Runtime"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy.typing as npt
-import onnxruntime as ort
 
 from rkfarm import __version__
 from rkfarm.errors import NotSupportedError
 from rkfarm.perf import PerfData
 from rkfarm.runtime import Array, Runtime
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend
-from rkfarm_agent.inputs import InputAdapter
 from rkfarm_agent.perf import dummy_feeds, measure
 from rkfarm_proto.package import ModelPackage
 from rkfarm_proto.records import LoadOptions, MemoryReport, PerfOptions
@@ -33,8 +31,8 @@ class SimulatorRuntime(Runtime):
                 "device_id=...) with a board agent that has the rknnrt backend"
             )
         self._header = package.header
-        self._adapter = InputAdapter(package.header.inputs)
         self._model = OnnxRuntimeBackend().load(package.header, payload, options)
+        self._adapter = self._model.make_adapter(package.header)
         self._last_feeds: list[Array] | None = None
 
     def inference(
@@ -62,7 +60,7 @@ class SimulatorRuntime(Runtime):
         return self._model.memory()
 
     def versions(self) -> str:
-        return f"DRV: simulator: rkfarm {__version__} (onnxruntime {ort.__version__})"
+        return f"DRV: simulator: rkfarm {__version__} ({OnnxRuntimeBackend.version()})"
 
     def close(self) -> None:
         self._model.close()

@@ -8,7 +8,7 @@ Sources, merged by agent id:
     line, ``#`` comments allowed. Inventory agents are asked for their id and platform with the Info call.
 
 An agent's TXT record says which credentials it wants (``auth``); :func:`resolve` refuses, with what to set,
-an agent whose requirements this host cannot meet (see ``rkfarm.remote.credentials``).
+an agent whose requirements this host cannot meet (see :mod:`rkfarm.remote.credentials`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rkfarm.errors import RemoteError
-from rkfarm.remote.credentials import Credentials
+from rkfarm.remote.client import AgentClient
+from rkfarm.remote.credentials import Credentials, check_agent_auth
 from rkfarm_proto.discovery import SERVICE_TYPE, AgentAdvert
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ def probe(
     address: str, timeout_s: float = 3.0, source: str = "address", credentials: Credentials | None = None
 ) -> Device:
     """Ask the agent at host:port who it is (with the host's credentials: Info needs them too)."""
-    from rkfarm.remote.client import AgentClient
-
     with AgentClient(address, timeout_s=timeout_s, credentials=credentials) as client:
         info = client.info()
     return Device(
@@ -214,8 +213,6 @@ def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -
 
 def usable(device: Device, credentials: Credentials | None = None) -> Device:
     """The device, or RemoteError saying what to set if this host cannot meet the auth it advertises."""
-    from rkfarm.remote.credentials import check_agent_auth
-
     check_agent_auth(credentials or Credentials.load(), device.address, device.agent_id, device.auth)
     return device
 
