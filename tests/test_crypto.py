@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnx
 import pytest
@@ -176,7 +177,7 @@ def test_bad_encrypted_packages_refused_agent_keeps_serving(
         client.ensure_model(other_blob)
         with pytest.raises(RemoteError, match="FAILED_PRECONDITION.*encrypted for farm:") as err:
             client.load(agent_pb2.LoadRequest(model_sha256=sha256_hex(other_blob)))
-        assert err.value.status == "FAILED_PRECONDITION"
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
         client.ensure_model(rehashed)
         with pytest.raises(RemoteError, match="INVALID_ARGUMENT.*altered"):
             client.load(agent_pb2.LoadRequest(model_sha256=sha256_hex(rehashed)))

@@ -134,7 +134,7 @@ def test_host_explains_a_missing_or_wrong_token(token_agent: AgentProcess, token
     with AgentClient(token_agent.address, timeout_s=5, credentials=NOBODY) as client:
         with pytest.raises(AgentAuthError, match="RKFARM_TOKEN_FILE") as err:
             client.info()
-        assert err.value.status == "UNAUTHENTICATED"
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
     wrong = Credentials.load(token="x" * 43, env={})
     with AgentClient(token_agent.address, timeout_s=5, credentials=wrong) as client:
         with pytest.raises(AgentAuthError, match="did not accept the token") as err:

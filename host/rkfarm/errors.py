@@ -6,7 +6,12 @@ construct ``RKNN(raise_errors=True)`` (or set ``RKFARM_RAISE_ERRORS=1``) to have
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rkfarm_proto.errors import ForeignFormatError, InputError, PackageError, RkfarmError
+
+if TYPE_CHECKING:
+    import grpc
 
 
 class ConfigError(RkfarmError, ValueError):
@@ -32,16 +37,21 @@ class StateError(RkfarmError):
 class RemoteError(RkfarmError):
     """An agent could not be reached or refused a request; the message carries the agent's reason.
 
-    What a program may branch on, never the message: ``status``, the gRPC status code's name (``"NOT_FOUND"``)
-    when a call failed with one; ``kind``, what the agent did not find (``rkfarm_proto.transport.ERROR_KINDS``);
-    ``refused``, the agent limit that refused the call (``REFUSED_*``).
+    What a program may branch on, never the message: ``code``, the ``grpc.StatusCode`` a call failed with;
+    ``kind``, what the agent did not find (``rkfarm_proto.transport.ERROR_KINDS``); ``refused``, the agent limit
+    that refused the call (``REFUSED_*``). Each is None when the failure did not say.
     """
 
     def __init__(
-        self, message: str, *, status: str | None = None, kind: str | None = None, refused: str | None = None
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        kind: str | None = None,
+        refused: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.code = code
         self.kind = kind
         self.refused = refused
 

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from rkfarm.errors import AgentAuthError, AgentUnavailableError, InputError, RemoteError, SessionLostError
 from rkfarm.remote.credentials import Credentials
 from rkfarm.remote.retry import retry
-from rkfarm.remote.status import error_from_rpc, status_name
+from rkfarm.remote.status import error_from_rpc, status_code
 from rkfarm.remote.stream import LockstepStream
 from rkfarm_proto.records import PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
@@ -111,9 +111,14 @@ class AgentClient:
             )
 
         try:
-            retry(ask, until=until, retryable=lambda e: status_name(e) == "UNAVAILABLE", what=f"Info {self.address}")
+            retry(
+                ask,
+                until=until,
+                retryable=lambda e: status_code(e) == grpc.StatusCode.UNAVAILABLE,
+                what=f"Info {self.address}",
+            )
         except grpc.RpcError as exc:
-            return status_name(exc) not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+            return status_code(exc) not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         return True
 
     @_mapped
@@ -144,7 +149,7 @@ class AgentClient:
 
         def busy(exc: Exception) -> bool:
             return isinstance(exc, RemoteError) and (
-                exc.status == "FAILED_PRECONDITION" or exc.refused == REFUSED_UPLOADS
+                exc.code == grpc.StatusCode.FAILED_PRECONDITION or exc.refused == REFUSED_UPLOADS
             )
 
         return retry(lambda: self._upload(blob, sha), until=until, retryable=busy, what=f"upload of {sha[:12]}")
@@ -154,7 +159,7 @@ class AgentClient:
         try:
             return self._upload_once(blob, sha)
         except RemoteError as exc:
-            if self._resumed_from > 0 and exc.status in ("DATA_LOSS", "INVALID_ARGUMENT"):
+            if self._resumed_from > 0 and exc.code in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INVALID_ARGUMENT):
                 log.warning("resuming the upload of %s failed (%s); sending it whole", sha[:12], exc)
                 return self._upload_once(blob, sha, resume=False)
             raise

@@ -13,19 +13,19 @@ from rkfarm.remote.credentials import Credentials, explain_refusal
 from rkfarm_proto.transport import UNKNOWN_SESSION, error_kind, refused_kind
 
 ERROR_FOR_KIND: dict[str, type[RemoteError]] = {UNKNOWN_SESSION: SessionLostError}
-ERROR_FOR_STATUS: dict[str, type[RemoteError]] = {
-    "UNAVAILABLE": AgentUnavailableError,
-    "DEADLINE_EXCEEDED": AgentUnavailableError,
-    "UNAUTHENTICATED": AgentAuthError,
+ERROR_FOR_STATUS: dict[grpc.StatusCode, type[RemoteError]] = {
+    grpc.StatusCode.UNAVAILABLE: AgentUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: AgentUnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: AgentAuthError,
 }
 
 
-def status_name(exc: BaseException) -> str | None:
-    """The status code's name of a failed call (``"UNAVAILABLE"``), None for anything else."""
+def status_code(exc: BaseException) -> grpc.StatusCode | None:
+    """The status code of a failed call (a gRPC error or a RemoteError), None for anything else."""
     if isinstance(exc, RemoteError):
-        return exc.status
+        return exc.code
     code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
-    return code.name if isinstance(code, grpc.StatusCode) else None
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 def error_from_rpc(
@@ -50,7 +50,7 @@ def error_from_rpc(
     if advice is not None and advice[1]:
         cls = AgentAuthError
     else:
-        cls = ERROR_FOR_KIND.get(kind or "") or ERROR_FOR_STATUS.get(code.name, RemoteError)
+        cls = ERROR_FOR_KIND.get(kind or "") or ERROR_FOR_STATUS.get(code, RemoteError)
     if cls is AgentAuthError:
         reason = advice[0] if advice is not None else "credentials refused"
         message = f"agent at {address}: access failed: {reason} [{code.name}: {details}]"
@@ -61,4 +61,4 @@ def error_from_rpc(
         message = f"agent at {address}: {code.name}: {details}"
     else:
         message = f"agent at {address} refused: {code.name}: {details}"
-    return cls(message, status=code.name, kind=kind, refused=refused)
+    return cls(message, code=code, kind=kind, refused=refused)

@@ -92,7 +92,11 @@ class LockstepStream:
         except grpc.RpcError as exc:
             self.broken = True
             err = self._map_error(exc, inference=True)
-            if isinstance(err, RemoteError) and err.status == "RESOURCE_EXHAUSTED" and err.refused == REFUSED_STREAMS:
+            if (
+                isinstance(err, RemoteError)
+                and err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and err.refused == REFUSED_STREAMS
+            ):
                 log.info("agent %s has no stream slot free (%s); unary calls for now", self._address, exc.details())
                 if self._on_refused is not None:
                     self._on_refused()
