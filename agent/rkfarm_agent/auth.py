@@ -17,10 +17,9 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
@@ -100,8 +99,12 @@ class _RateLimitedLog:
 class TokenInterceptor(Interceptor):
     """Refuses every call without ``authorization: Bearer <token>`` (UNAUTHENTICATED), except open methods.
 
-    Runs on the server's polling thread, so it only compares digests; the refusal itself runs in the worker
-    pool and never deserializes the request: a caller without a token cannot reach a parser.
+    Runs on the server's polling thread on the call's headers alone, before any byte of the request is
+    read, so it only compares digests. Every method path is refused alike — a registered method, an
+    unknown one, any arity — so a caller without the token learns nothing about what the agent serves
+    (an unknown path answering UNIMPLEMENTED would list the methods). The refusal is a streaming handler
+    that never asks for a request message: gRPC Python then never reads the body, the agent answers at
+    once, and the transport drops what the caller still sends (tests/test_transport_hardening.py).
     """
 
     def __init__(self, token: bytes, open_prefixes: Sequence[str] = ()) -> None:
@@ -137,24 +140,19 @@ class TokenInterceptor(Interceptor):
         if self._open and method.startswith(self._open):
             return continuation(handler_call_details)
         problem = self.problem(handler_call_details.invocation_metadata)
-        handler = continuation(handler_call_details)
-        if problem is None or handler is None:
-            return handler
-        return self._refusal(handler, method, problem)
+        if problem is None:
+            return continuation(handler_call_details)
+        return self._refusal(method, problem)
 
-    def _refusal(self, handler: Handler, method: str, problem: str) -> Handler:
-        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-            self._log.warning("refused %s from %s: %s", method, context.peer(), problem)
+    def _refusal(self, method: str, problem: str) -> Handler:
+        def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            # ``requests`` is never iterated: the request body is not read, let alone parsed.
+            self._log.warning("refused %s from %s: %s", method[:200], context.peer(), problem)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
 
-        # Same arity as the real method, but raw bytes in and out: nothing from the caller is parsed.
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(refuse)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(refuse)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(refuse)
-        return grpc.unary_unary_rpc_method_handler(refuse)
+        # Streaming in both directions whatever the method's arity: the status alone is the same answer on
+        # the wire to a unary caller, and only a streaming handler lets gRPC Python skip reading the request.
+        return grpc.stream_stream_rpc_method_handler(refuse)
 
 
 # -- TLS -----------------------------------------------------------------------------------------------------

@@ -79,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store-dir", type=Path, default=Path(str(_env("store-dir", defaults.store_dir))))
     serve.add_argument(
         "--store-capacity", type=parse_size, default=_env("store-capacity", defaults.store_capacity_bytes),
-        help="model store size cap; least recently used models are evicted (default 2G)",
+        help="cap on the store's disk use: models, unfinished uploads and quarantine; least recently used "
+        "models are evicted (default 2G)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--partial-max-age-seconds", type=float,
+        default=float(str(_env("partial-max-age-seconds", defaults.partial_max_age_s))),
+        help="delete an unfinished upload with no write for this long, at start-up and when the store needs "
+        "room; one in progress is kept (default 3600)",
     )  # fmt: skip
     serve.add_argument(
         "--max-upload", type=parse_size, default=_env("max-upload", defaults.max_upload_bytes),
@@ -118,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--farm-key-file", action="append", type=Path, metavar="PATH",
         default=[Path(p) for p in str(_env("farm-key-file", "")).split(",") if p] or None,
         help="farm key that opens encrypted models (mode 0600; repeatable, for key rotation)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-crypt-level", type=int, choices=(1, 2, 3),
+        default=int(str(_env("max-crypt-level", defaults.max_crypt_level))),
+        help="highest encryption level to open (3: scrypt with 128 MiB per Load; 2: 32 MiB; 1: no KDF)",
     )  # fmt: skip
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving (for scripts)")
     serve.add_argument("-v", "--verbose", action="count", default=0)
@@ -196,11 +208,27 @@ def _add_limit_options(group: argparse._ArgumentGroup, defaults: AgentConfig) ->
         "--stream-stall-seconds", type=float, default=float(str(_env("stream-stall-seconds", defaults.stream_stall_s))),
         help="cancel a stream whose client has not read a response for this long (default 60)",
     )  # fmt: skip
+    group.add_argument(
+        "--max-connections", type=int, default=int(str(_env("max-connections", defaults.max_connections))),
+        help=f"open connections, handshakes included; more are closed at once (default {defaults.max_connections})",
+    )  # fmt: skip
+    group.add_argument(
+        "--handshake-timeout-seconds", type=float,
+        default=float(str(_env("handshake-timeout-seconds", defaults.handshake_timeout_s))),
+        help="close a connection that has not finished TLS and HTTP/2 set-up in this time (default 10)",
+    )  # fmt: skip
+    group.add_argument(
+        "--connection-idle-seconds", type=float,
+        default=float(str(_env("connection-idle-seconds", defaults.connection_idle_s))),
+        help="close a connection that carried no call for this long; clients reconnect (default 300)",
+    )  # fmt: skip
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
     if not 0 < int(args.max_message) <= MAX_MESSAGE_BYTES:
         raise ValueError(f"--max-message must be between 1 byte and {MAX_MESSAGE_BYTES // MiB}M, what hosts accept")
+    if args.partial_max_age_seconds < 0:
+        raise ValueError("--partial-max-age-seconds must be 0 or more")
     return AgentConfig(
         host=args.host,
         port=args.port,
@@ -218,6 +246,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         platform=args.platform,
         grace_s=args.grace,
         farm_key_files=args.farm_key_file or [],
+        max_crypt_level=args.max_crypt_level,
         token_file=args.token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -229,6 +258,10 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         max_streams_per_client=args.max_streams_per_client,
         max_uploads=args.max_uploads,
         stream_stall_s=args.stream_stall_seconds,
+        max_connections=args.max_connections,
+        handshake_timeout_s=args.handshake_timeout_seconds,
+        connection_idle_s=args.connection_idle_seconds,
+        partial_max_age_s=args.partial_max_age_seconds,
     )
 
 

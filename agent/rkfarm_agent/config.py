@@ -10,6 +10,7 @@ from rkfarm_proto.transport import MAX_MESSAGE_BYTES
 DEFAULT_PORT = 50551
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+PARTIAL_MAX_AGE_S = 3600.0  # an unfinished upload idle this long is deleted (store.py)
 
 
 def _cpus() -> int:
@@ -53,3 +54,11 @@ class AgentConfig:
     tls_key: Path | None = None  # its private key, mode 0600
     tls_client_ca: Path | None = None  # mTLS: clients need a certificate signed by this CA
     open_health: bool = False  # health and reflection answer without a token
+    # Encrypted packages: the highest level this agent opens (crypto.LEVELS; level 3 needs 128 MiB per Load).
+    max_crypt_level: int = 3
+    # Store disk bounds (store.py): partials and quarantine count against store_capacity_bytes too.
+    partial_max_age_s: float = PARTIAL_MAX_AGE_S  # an upload with no write for this long is pruned
+    # Transport bounds (transport_limits.py): what connections may cost before they carry an authorized call.
+    max_connections: int = 1024  # open connections, handshakes included; more are closed at accept
+    handshake_timeout_s: float = 10.0  # TLS and HTTP/2 SETTINGS must arrive within this
+    connection_idle_s: float = 300.0  # a connection with no call for this long is closed (clients reconnect)

@@ -21,6 +21,10 @@ class UnknownModelError(StoreError):
     """No model with that sha256 on this agent."""
 
 
+class CorruptModelError(UnknownModelError):
+    """The stored model failed its hash check and was removed: to a host, a model to upload again."""
+
+
 class UploadTooLargeError(StoreError):
     """An upload over the size limit, or one the store cannot make room for."""
 

@@ -6,9 +6,9 @@
 * ``StreamGuard``: the sync gRPC server gives each streaming call (InferStream, Upload) a worker thread for
   its whole life, idle or not. One guard bounds InferStream calls and another uploads, each in total and per
   client, so the worker pool — sized as streams + uploads + a reserve (``server.py``) — always has threads
-  left for short calls. It also cancels a stream whose client stopped reading: a response send that has not
-  completed for ``--stream-stall-seconds`` (HTTP/2 flow control holds it) would otherwise pin a worker for
-  as long as the connection lives.
+  left for short calls. It also cancels a call whose client stalls it: a response send that has not
+  completed for ``--stream-stall-seconds`` (HTTP/2 flow control holds it), or an upload whose client sends
+  no chunk for that long, would otherwise pin a worker and a slot for as long as the connection lives.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import grpc
 
@@ -25,6 +26,7 @@ from rkfarm_proto.errors import RkfarmError
 from rkfarm_proto.transport import REFUSED_RUNS, REFUSED_STREAMS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class AgentBusyError(RkfarmError):
@@ -68,13 +70,15 @@ class RunLimiter:
 
 
 class StreamTicket:
-    """One admitted streaming call. The handler brackets each response send with sending() / sent()."""
+    """One admitted streaming call. The handler brackets each wait on its client — a response send — with
+    sending() / sent(), or reads its requests through watched()."""
 
     def __init__(self, peer: str, method: str, context: grpc.ServicerContext) -> None:
         self.peer = peer
         self.method = method
         self.context = context
         self.sending_since: float | None = None
+        self.waiting_for = "read a response"
         self.stalled = False
 
     def sending(self) -> None:
@@ -82,6 +86,20 @@ class StreamTicket:
 
     def sent(self) -> None:
         self.sending_since = None
+
+    def watched(self, requests: Iterator[T]) -> Iterator[T]:
+        """``requests``, each wait for the next one watched like a send: a client that sends nothing for the
+        stall time is cancelled, so an idle upload cannot keep its slot."""
+        self.waiting_for = "sent anything"
+        while True:
+            self.sending()
+            try:
+                item = next(requests)
+            except StopIteration:
+                return
+            finally:
+                self.sent()
+            yield item
 
 
 class StreamGuard:
@@ -142,6 +160,12 @@ class StreamGuard:
         finally:
             release()
 
+    @property
+    def active(self) -> int:
+        """Calls admitted and not ended."""
+        with self._lock:
+            return len(self._active)
+
     def close(self) -> None:
         self._stop.set()
 
@@ -156,7 +180,7 @@ class StreamGuard:
             for ticket in stuck:
                 ticket.stalled = True
                 log.warning(
-                    "%s from %s: the client has not read a response for %.0f s; cancelling the call",
-                    ticket.method, ticket.peer, self.stall_s,
+                    "%s from %s: the client has not %s for %.0f s; cancelling the call",
+                    ticket.method, ticket.peer, ticket.waiting_for, self.stall_s,
                 )  # fmt: skip
                 ticket.context.cancel()  # type: ignore[no-untyped-call]

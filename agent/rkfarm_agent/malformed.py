@@ -77,9 +77,9 @@ class MalformedRequestInterceptor(Interceptor):
         if handler.request_deserializer is None:
             return handler
         behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-        if getattr(behavior, "experimental_non_blocking", False):
-            return handler  # health Watch: callback-style, keep it exactly as it is (it holds no thread)
         parse = _tolerant(handler.request_deserializer, method.rsplit("/", 1)[-1])
+        if handler.response_streaming and getattr(behavior, "experimental_non_blocking", False):
+            return _wrap_non_blocking(handler, behavior, parse, method)
         ours = method.startswith(AGENT_PREFIX)  # our servicer maps InputError to INVALID_ARGUMENT itself
 
         def refuse(context: grpc.ServicerContext, bad: _Malformed) -> None:
@@ -120,3 +120,30 @@ class MalformedRequestInterceptor(Interceptor):
             grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
         )
         return make_unary(unary_behavior, parse, handler.response_serializer)
+
+
+def _wrap_non_blocking(handler: Handler, behavior: Any, parse: Callable[[bytes], Any], method: str) -> Handler:
+    """A callback-style streaming handler (health Watch: it holds no thread), kept callback-style.
+
+    gRPC Python calls it as ``behavior(request, context, send_response_callback)`` when the function carries
+    ``experimental_non_blocking``, so the wrapper carries the same attributes.
+    """
+
+    def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        for request in requests:
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            yield request
+
+    def non_blocking(request: Any, context: grpc.ServicerContext, send_response_callback: Any) -> Any:
+        if handler.request_streaming:
+            return behavior(checked(request, context), context, send_response_callback)
+        if isinstance(request, _Malformed):
+            log.info("%s -> INVALID_ARGUMENT: %s", method, request.message)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return behavior(request, context, send_response_callback)
+
+    for name in ("experimental_non_blocking", "experimental_thread_pool"):
+        setattr(non_blocking, name, getattr(behavior, name, None))
+    make = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+    return make(non_blocking, parse, handler.response_serializer)

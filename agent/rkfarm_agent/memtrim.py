@@ -1,9 +1,11 @@
-"""Hand freed memory back to the kernel after sessions close.
+"""Hand freed memory back to the kernel: after sessions, streams or uploads end, and after RSS grew.
 
 A closed session frees its ONNX Runtime session, arenas and buffers, but glibc keeps freed pages in its
 per-thread malloc arenas (a busy agent has dozens of RPC threads), so the agent's RSS would stay at its peak
 after a load. ``malloc_trim(0)`` returns those pages. It is called from a background thread, only after the
-number of open sessions went down (it costs a few milliseconds), and only where glibc provides it.
+number of open sessions, streams and uploads went down (``MemoryTrimmer``) or RSS grew past a floor
+(``HeapTrimmer``: what closed connections free stays in the arenas too); a trim costs a few milliseconds and
+happens only where glibc provides it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import logging
 import threading
 from collections.abc import Callable
 
+import psutil
+
 log = logging.getLogger(__name__)
+MiB = 1024 * 1024
 
 
 def _load_trim() -> Callable[[int], int] | None:
@@ -65,6 +70,42 @@ class MemoryTrimmer:
                 last = now
             except Exception:  # the trimmer must never take the agent down
                 log.exception("memory trim failed")
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class HeapTrimmer:
+    """Every ``interval_s``, trims the heap if RSS grew by more than ``growth_bytes`` since the last trim.
+
+    The floor follows RSS down and moves up after each trim, so memory in use (loaded models) costs one trim,
+    not one per tick; a trim takes a few milliseconds.
+    """
+
+    def __init__(self, interval_s: float = 10.0, growth_bytes: int = 16 * MiB) -> None:
+        self._interval_s = interval_s
+        self._growth = growth_bytes
+        self._process = psutil.Process()
+        self._floor = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rkfarm-heaptrim", daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                rss = self._rss()
+                if rss - self._floor > self._growth and release_free_memory():
+                    rss = self._rss()
+                    log.debug("heap trimmed: RSS %.0f MiB", rss / MiB)
+                    self._floor = rss
+                self._floor = min(self._floor, rss)
+            except Exception:  # the trimmer must never take the agent down
+                log.exception("heap trim failed")
+                return
 
     def close(self) -> None:
         self._stop.set()

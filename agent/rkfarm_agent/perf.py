@@ -4,13 +4,14 @@ per-layer profile when asked, on the same feeds."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rkfarm_agent.backends.base import Array, LoadedModel
+from rkfarm_proto.errors import RkfarmError
 from rkfarm_proto.records import PROFILE_RUNS, LayerProfile, PerfOptions
 from rkfarm_proto.tensors import to_numpy_dtype
 from rkfarm_proto.v1 import package_pb2
@@ -24,30 +25,58 @@ class Measurement:
     profile: LayerProfile | None
 
 
+class MeasurementCancelledError(RkfarmError):
+    """The caller went away while its model was being timed; nothing is left to answer."""
+
+
 def time_runs(
-    model: LoadedModel, feeds: Sequence[Any], runs: int, warmup: int, deadline: float | None = None
+    model: LoadedModel,
+    feeds: Sequence[Any],
+    runs: int,
+    warmup: int,
+    deadline: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[float]:
-    """Wall time of each of ``runs`` inferences after ``warmup`` untimed ones, in microseconds; fewer runs if
-    ``time.monotonic()`` passes ``deadline``."""
+    """Wall time of each of ``runs`` inferences after ``warmup`` untimed ones, in microseconds.
+
+    Past ``deadline`` (``time.monotonic()``) the warm-up ends and at most one timed run follows; once
+    ``cancelled()`` is true, MeasurementCancelledError ends it all.
+    """
+
+    def stop() -> bool:
+        if cancelled is not None and cancelled():
+            raise MeasurementCancelledError("the caller went away; measuring stopped")
+        return deadline is not None and time.monotonic() > deadline
+
     for _ in range(warmup):
+        if stop():
+            break
         model.run(feeds)
     times = []
     for _ in range(runs):
         start = time.perf_counter_ns()
         model.run(feeds)
         times.append((time.perf_counter_ns() - start) / 1000.0)
-        if deadline is not None and time.monotonic() > deadline:
+        if stop():
             break
     return times
 
 
 def measure(
-    model: LoadedModel, feeds: Sequence[Any], options: PerfOptions, deadline: float | None = None
+    model: LoadedModel,
+    feeds: Sequence[Any],
+    options: PerfOptions,
+    deadline: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Measurement:
-    """``options.warmup`` untimed runs, ``options.runs`` timed ones (fewer past ``deadline``), then, with
-    ``per_layer``, up to ``PROFILE_RUNS`` runs under the backend's profiler (which slows what it watches)."""
-    times = time_runs(model, feeds, options.runs, options.warmup, deadline)
-    profile = model.profile(feeds, runs=min(options.runs, PROFILE_RUNS)) if options.per_layer else None
+    """``options.warmup`` untimed runs, ``options.runs`` timed ones, then, with ``per_layer``, up to
+    ``PROFILE_RUNS`` runs under the backend's profiler (which slows what it watches). Past ``deadline`` it
+    stops early (the profile, if asked, then covers one run); ``cancelled`` stops it at once."""
+    times = time_runs(model, feeds, options.runs, options.warmup, deadline, cancelled)
+    profile = None
+    if options.per_layer:
+        late = deadline is not None and time.monotonic() > deadline
+        profile = model.profile(feeds, runs=1 if late else min(options.runs, PROFILE_RUNS))
     return Measurement(times, profile)
 
 

@@ -7,22 +7,23 @@ import threading
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 
 from rkfarm_agent import __version__, system
 from rkfarm_agent.advertise import Advertiser
 from rkfarm_agent.auth import agent_auth
 from rkfarm_agent.backends import available_backends
 from rkfarm_agent.config import AgentConfig
+from rkfarm_agent.introspection import HEALTH_SERVICE, AgentHealth, add_health, add_reflection
 from rkfarm_agent.malformed import MalformedRequestInterceptor
+from rkfarm_agent.memtrim import HeapTrimmer
 from rkfarm_agent.service import AgentService
 from rkfarm_agent.sessions import SessionManager
 from rkfarm_agent.store import ModelStore
-from rkfarm_proto.crypto import Keyring, load_or_create_identity, read_farm_key
+from rkfarm_agent.transport_limits import check_transport_limits, ensure_file_limit, server_options
+from rkfarm_proto.crypto import LEVELS, Keyring, load_or_create_identity, read_farm_key
 from rkfarm_proto.discovery import AgentAdvert
 from rkfarm_proto.platforms import NPU_CORES
-from rkfarm_proto.transport import THROUGHPUT_OPTIONS, message_limits
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class AgentServer:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        check_transport_limits(config)
         self.auth = agent_auth(config)  # first: a bad token or certificate file stops the agent right away
         self.platform, self.soc = system.detect_platform(config.platform)
         config.store_dir.mkdir(parents=True, exist_ok=True)
@@ -41,8 +43,11 @@ class AgentServer:
         self.keyring = Keyring(
             [read_farm_key(path) for path in config.farm_key_files],
             load_or_create_identity(config.store_dir / "identity.key"),
+            max_scrypt_log2_n=max(LEVELS[level].scrypt_log2_n for level in LEVELS if level <= config.max_crypt_level),
         )
-        self.store = ModelStore(config.store_dir, config.store_capacity_bytes, config.max_upload_bytes)
+        self.store = ModelStore(
+            config.store_dir, config.store_capacity_bytes, config.max_upload_bytes, config.partial_max_age_s
+        )
         kept, bad = self.store.verify()
         log.info("store %s: %d model(s) verified, %d quarantined", config.store_dir, kept, bad)
         self.sessions = SessionManager(
@@ -52,27 +57,18 @@ class AgentServer:
             config.max_sessions_per_client,
             config.default_lease_s,
             config.max_lease_s,
+            max_input_bytes=config.max_message_bytes,
         )
         self.service = AgentService(
             config, self.store, self.sessions, self.agent_id, self.platform, self.soc, self.keyring
         )
         self.service.auth_mode = self.auth.mode
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = AgentHealth()
         self._server: grpc.Server | None = None
         self._advertiser: Advertiser | None = None
+        self._trimmer: HeapTrimmer | None = None
         self.port = 0
         self._stopped = threading.Event()
-
-    def _options(self) -> list[tuple[str, int]]:
-        return [
-            *message_limits(self.config.max_message_bytes),
-            *THROUGHPUT_OPTIONS,
-            ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ]
 
     def start(self) -> int:
         # A streaming call holds a worker for its whole life: one thread per allowed stream, plus a reserve
@@ -80,16 +76,14 @@ class AgentServer:
         threads = self.config.max_streams + self.config.max_uploads + self.config.workers
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rkfarm-rpc"),
-            options=self._options(),
+            options=server_options(self.config),
             interceptors=[*self.auth.interceptors, MalformedRequestInterceptor()],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         agent_pb2_grpc.add_AgentServicer_to_server(self.service, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        add_health(self.health, server)
+        add_reflection((SERVICE_NAME, HEALTH_SERVICE), server)
+        ensure_file_limit(self.config.max_connections)
         host = self.config.host
         address = f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
         try:
@@ -103,6 +97,7 @@ class AgentServer:
             raise OSError(f"cannot listen on {address} (is another agent using the port?)")
         server.start()
         self._server, self.port = server, port
+        self._trimmer = HeapTrimmer()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -136,6 +131,8 @@ class AgentServer:
             self._server.stop(grace).wait()
         self.sessions.close_all()
         self.service.close()
+        if self._trimmer is not None:
+            self._trimmer.close()
         log.info("rkfarm-agent stopped")
 
     def wait(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import socket
 import time
@@ -61,6 +62,9 @@ STATUS_OF: list[tuple[type[Exception], grpc.StatusCode, str | None]] = [
     (RkfarmError, grpc.StatusCode.INTERNAL, None),
 ]
 MAX_PERF_RUNS = 10_000
+MAX_CLIENT_NAME = 64  # characters of a Load's client name kept (it is logged and listed)
+MAX_SHOWN_CHARS = 200  # characters of a client-supplied string quoted in a log line
+MAX_ERROR_CHARS = 1024  # characters of an error message sent back (a status travels in metadata)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -72,21 +76,31 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str | None]:
     return grpc.StatusCode.INTERNAL, None
 
 
+def shown(text: object, limit: int = MAX_SHOWN_CHARS) -> str:
+    """Text a client supplied (or an error quoting it), fit for a log line or a status message: control
+    characters escaped (no forged log lines), at most ``limit`` characters (no amplification)."""
+    value = str(text)
+    if not value.isprintable():
+        value = value.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     code, kind = status_for(exc)
     if isinstance(exc, RkfarmError):
-        log.info("%s -> %s: %s", method, code.name, exc)
+        message = shown(exc, MAX_ERROR_CHARS)
+        log.info("%s -> %s: %s", method, code.name, message)
         trailing = [(ERROR_KEY, kind)] if kind else []
         if isinstance(exc, AgentBusyError) and exc.kind:
             trailing.append((REFUSED_KEY, exc.kind))
         if trailing:
             context.set_trailing_metadata(tuple(trailing))
-        context.abort(code, str(exc))
+        context.abort(code, message)
     if not context.is_active():  # the client went away (cancelled, killed): nobody to tell
         log.info("%s: client gone (%s)", method, type(exc).__name__)
         raise exc
     log.exception("%s failed unexpectedly", method)
-    context.abort(code, f"internal error in {method}: {type(exc).__name__}: {exc}; the agent is still serving")
+    context.abort(code, f"internal error in {method}: {type(exc).__name__}: {shown(exc)}; the agent is still serving")
 
 
 def rpc(fn: F) -> F:
@@ -124,6 +138,14 @@ def _peer_host(context: grpc.ServicerContext) -> str:
     return rest.rsplit(":", 1)[0] if kind == "ipv4" else peer
 
 
+def _owner(context: grpc.ServicerContext) -> str:
+    """Who a call comes from, for session ownership: its client certificate (mTLS), else its host address."""
+    certificate = next(iter((context.auth_context() or {}).get("x509_pem_cert", ())), b"")
+    if certificate:
+        return "cert:" + hashlib.sha256(bytes(certificate)).hexdigest()[:32]
+    return "host:" + _peer_host(context)
+
+
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(
         self,
@@ -152,7 +174,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             "--max-uploads (half of it per client)", REFUSED_UPLOADS,
         )  # fmt: skip
 
-        self._trimmer = MemoryTrimmer(lambda: len(self._sessions.snapshot()))
+        # freed memory goes back to the system when sessions close and when streams or uploads end
+        self._trimmer = MemoryTrimmer(
+            lambda: len(self._sessions.snapshot()) + self._streams.active + self._uploads.active
+        )
 
     def close(self) -> None:
         self._streams.close()
@@ -202,8 +227,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         status = self._store.status(first.sha256)
         if status.present:  # no upload slot needed to say so
             return agent_pb2.UploadResponse(sha256=first.sha256, size_bytes=status.size_bytes, received_bytes=0)
-        with self._uploads.hold(_peer_host(context), "Upload", context):
-            return self._upload(first, chunks)
+        with self._uploads.hold(_peer_host(context), "Upload", context) as ticket:
+            return self._upload(first, ticket.watched(chunks))
 
     def _upload(
         self, first: agent_pb2.UploadChunk, chunks: Iterator[agent_pb2.UploadChunk]
@@ -228,9 +253,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     @rpc
     def Load(self, request: agent_pb2.LoadRequest, context: grpc.ServicerContext) -> agent_pb2.LoadResponse:
         started = time.perf_counter()
-        peer = _peer_host(context)
+        owner = _owner(context)
         options = LoadOptions.from_request(request)
-        session = self._sessions.open(request.model_sha256, options, request.lease_s, request.client or peer, peer)
+        client = shown(request.client, MAX_CLIENT_NAME) if request.client else _peer_host(context)
+        session = self._sessions.open(request.model_sha256, options, request.lease_s, client, owner)
         return agent_pb2.LoadResponse(
             session_id=session.id,
             header=session.header,
@@ -243,22 +269,24 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def KeepAlive(
         self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
     ) -> agent_pb2.KeepAliveResponse:
-        session = self._sessions.get(request.session_id)
+        session = self._sessions.get(request.session_id, _owner(context))
         return agent_pb2.KeepAliveResponse(lease_remaining_s=session.remaining_s())
 
     @rpc
     def Unload(self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:
-        self._sessions.close(request.session_id)
+        self._sessions.close(request.session_id, _owner(context))
         return agent_pb2.UnloadResponse()
 
     @rpc
     def ListSessions(
         self, request: agent_pb2.ListSessionsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.ListSessionsResponse:
+        owner = _owner(context)
         return agent_pb2.ListSessionsResponse(
             sessions=[
                 agent_pb2.SessionInfo(
-                    session_id=s.id,
+                    session_id=s.id if s.owner == owner else "",  # others' handles are never shown
+                    yours=s.owner == owner,
                     model_sha256=s.sha,
                     model_name=s.header.source_model_name,
                     client=s.client,
@@ -295,16 +323,17 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     @rpc
     def Infer(self, request: agent_pb2.InferRequest, context: grpc.ServicerContext) -> agent_pb2.InferResponse:
-        with self._sessions.use(request.session_id) as session:
+        with self._sessions.use(request.session_id, _owner(context)) as session:
             return self._infer(session, request, context)
 
     @stream_rpc
     def InferStream(
         self, request_iterator: Iterable[agent_pb2.InferRequest], context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.InferResponse]:
+        owner = _owner(context)
         with self._streams.hold(_peer_host(context), "InferStream", context) as ticket:
             for request in request_iterator:
-                with self._sessions.use(request.session_id) as session:
+                with self._sessions.use(request.session_id, owner) as session:
                     response = self._infer(session, request, context)
                 ticket.sending()  # the watchdog cancels the call if this send never completes
                 yield response
@@ -315,10 +344,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def EvalPerf(self, request: agent_pb2.EvalPerfRequest, context: grpc.ServicerContext) -> agent_pb2.EvalPerfResponse:
         asked = PerfOptions.from_request(request)
         options = replace(asked, runs=min(asked.runs, MAX_PERF_RUNS), warmup=min(asked.warmup, MAX_PERF_RUNS))
-        with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
+        owner = _owner(context)
+        with self._sessions.use(request.session_id, owner) as session, self._runs.slot(context.time_remaining()):
             feeds = session.last_feeds or dummy_feeds(session.header)
+            # the request time limit and the client's deadline bound warm-up, timed and profiled runs alike,
+            # and a client that goes away stops the measuring (its run slot is free again at once)
             deadline = time.monotonic() + min(self._config.max_request_s, context.time_remaining() or 1e9)
-            result = measure(session.model, feeds, options, deadline)
+            result = measure(session.model, feeds, options, deadline, cancelled=lambda: not context.is_active())
             if len(result.run_times_us) < options.runs:
                 log.warning(
                     "EvalPerf stopped after %d of %d runs: request time limit", len(result.run_times_us), options.runs
@@ -336,6 +368,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def EvalMemory(
         self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvalMemoryResponse:
-        with self._sessions.use(request.session_id) as session, self._runs.slot(context.time_remaining()):
+        with (
+            self._sessions.use(request.session_id, _owner(context)) as session,
+            self._runs.slot(context.time_remaining()),
+        ):
             report = session.model.memory()
         return report.to_proto(process_rss_bytes=int(psutil.Process().memory_info().rss))

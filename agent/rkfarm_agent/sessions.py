@@ -1,11 +1,19 @@
-"""Sessions: a loaded model with a lease. Every call renews the lease; a reaper frees expired sessions."""
+"""Sessions: a loaded model with a lease. Every call renews the lease; a reaper frees expired sessions.
+
+A session belongs to who opened it: its ``owner`` is the caller's client certificate when the agent requires
+one (mTLS), else the caller's host address. Only the owner can use, renew, unload or see the id of a session,
+and the id is a 96-bit random handle; to anyone else a session does not exist (NOT_FOUND), and listings show
+them only what an operator needs (model, client name, backend, age, use count).
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +24,9 @@ from rkfarm_agent.backends.base import Array, LoadedModel
 from rkfarm_agent.errors import TooManySessionsError, UnknownSessionError
 from rkfarm_agent.store import ModelStore
 from rkfarm_proto.crypto import DecryptionError, Keyring, KeyUnavailableError
+from rkfarm_proto.errors import PackageError
 from rkfarm_proto.records import LoadOptions
+from rkfarm_proto.tensors import to_numpy_dtype
 from rkfarm_proto.v1 import package_pb2
 
 log = logging.getLogger(__name__)
@@ -31,7 +41,7 @@ class Session:
     adapter: Any  # InputAdapter, or the backend's own (rknnrt)
     backend: str
     client: str
-    peer: str
+    owner: str
     lease_s: float
     created_unix: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
@@ -57,7 +67,9 @@ class SessionManager:
         max_per_peer: int,
         default_lease_s: float,
         max_lease_s: float,
+        max_input_bytes: int | None = None,
     ) -> None:
+        self._max_input_bytes = max_input_bytes
         self._store = store
         self._keyring = keyring
         self._max = max_sessions
@@ -65,25 +77,32 @@ class SessionManager:
         self._default_lease = default_lease_s
         self._max_lease = max_lease_s
         self._sessions: dict[str, Session] = {}
-        self._reserved = 0
+        self._reserved: Counter[str] = Counter()  # sessions being opened, per owner
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="rkfarm-session-reaper", daemon=True)
         self._reaper.start()
 
-    def open(self, sha: str, options: LoadOptions, lease_s: float, client: str, peer: str) -> Session:
+    def open(self, sha: str, options: LoadOptions, lease_s: float, client: str, owner: str) -> Session:
+        """Load ``sha`` for ``owner``. The session limits count sessions being opened too, and are checked and
+        reserved under one lock, so concurrent Loads cannot pass them together."""
         with self._lock:
-            if len(self._sessions) + self._reserved >= self._max:
+            if len(self._sessions) + self._reserved.total() >= self._max:
                 raise TooManySessionsError(
                     f"the agent already holds {self._max} sessions (rkfarm-agent serve --max-sessions); "
                     "unload one or wait for idle leases to expire"
                 )
-            mine = sum(1 for s in self._sessions.values() if s.peer == peer)
+            mine = sum(1 for s in self._sessions.values() if s.owner == owner) + self._reserved[owner]
             if mine >= self._max_per_peer:
-                raise TooManySessionsError(f"this client already holds {mine} sessions (the per-client limit)")
-            self._reserved += 1
+                raise TooManySessionsError(
+                    f"this client already holds {mine} sessions (the per-client limit, "
+                    "rkfarm-agent serve --max-sessions-per-client)"
+                )
+            self._reserved[owner] += 1
         try:
             package = self._store.load(sha)
+            if self._max_input_bytes is not None:
+                check_input_sizes(package.header, self._max_input_bytes)
             backend = backend_for(package.header.payload_kind, serving=True)
             try:  # the plaintext of an encrypted model lives in memory only, never on disk
                 payload = self._keyring.decrypt(package)
@@ -109,7 +128,7 @@ class SessionManager:
                 adapter=model.make_adapter(header),
                 backend=backend.name,
                 client=client,
-                peer=peer,
+                owner=owner,
                 lease_s=lease,
             )
             self._store.pin(sha)
@@ -117,18 +136,20 @@ class SessionManager:
                 self._sessions[session.id] = session
         finally:
             with self._lock:
-                self._reserved -= 1
+                self._reserved[owner] -= 1
+                if self._reserved[owner] <= 0:
+                    del self._reserved[owner]
         log.info(
             "session %s opened: model %s, %s, lease %.0f s, client %s",
             session.id[:8], sha[:12], backend.name, lease, client,
         )  # fmt: skip
         return session
 
-    def get(self, session_id: str) -> Session:
-        """The live session; renews its lease."""
+    def get(self, session_id: str, owner: str) -> Session:
+        """The live session of ``owner``; renews its lease."""
         with self._lock:
             session = self._sessions.get(session_id)
-            if session is None:
+            if session is None or not hmac.compare_digest(session.owner, owner):
                 raise UnknownSessionError(
                     f"no session {session_id[:40]!r} on this agent (never opened, unloaded, or its lease expired); "
                     "call Load again"
@@ -137,9 +158,9 @@ class SessionManager:
             return session
 
     @contextmanager
-    def use(self, session_id: str) -> Iterator[Session]:
+    def use(self, session_id: str, owner: str) -> Iterator[Session]:
         """The session for one call: renewed now and again at the end; never expired while in use."""
-        session = self.get(session_id)
+        session = self.get(session_id, owner)
         with self._lock:
             session.active_calls += 1
         try:
@@ -149,9 +170,13 @@ class SessionManager:
                 session.active_calls -= 1
                 session.touch()
 
-    def close(self, session_id: str) -> None:
+    def close(self, session_id: str, owner: str) -> None:
         with self._lock:
-            session = self._sessions.pop(session_id, None)
+            session = self._sessions.get(session_id)
+            if session is not None and hmac.compare_digest(session.owner, owner):
+                del self._sessions[session_id]
+            else:
+                session = None
         if session is None:
             raise UnknownSessionError(f"no session {session_id[:40]!r} on this agent")
         self._release(session, "unloaded")
@@ -192,3 +217,20 @@ class SessionManager:
                 self.expire()
             except Exception:  # the reaper must never die
                 log.exception("session reaper failed")
+
+
+def check_input_sizes(header: package_pb2.PackageHeader, max_bytes: int) -> None:
+    """Refuse a header whose inputs could not travel in one message (``max_bytes``): every input the agent
+    allocates for a model (eval_perf's zeros) is bounded by what a client could send, decided before any
+    allocation."""
+    for spec in header.inputs:
+        tensor = spec.tensor
+        count = 1
+        for dim in tensor.shape:
+            count *= max(1, int(dim))
+        size = count * to_numpy_dtype(tensor.dtype).itemsize
+        if size > max_bytes:
+            raise PackageError(
+                f"input {tensor.name[:64]!r} of shape {list(tensor.shape)[:8]} takes {size} bytes, more than one "
+                f"message may carry ({max_bytes} bytes, rkfarm-agent serve --max-message): refused"
+            )

@@ -1,14 +1,31 @@
-"""The agent's model store: content-addressed package files, size-capped with LRU eviction.
+"""The agent's model store: content-addressed package files, with every byte it writes under one size cap.
 
 Layout under the store folder::
 
     models/<sha256>.rkfm    complete, verified packages (the only ones ever loaded)
     partial/<sha256>.part   an interrupted upload, kept so the host can resume it; never loaded
-    quarantine/             files that failed verification at start-up, kept for a post-mortem
+    quarantine/             models that failed verification or decryption, kept for a post-mortem
 
 An upload is written to ``partial/``, hashed as it arrives, checked as a package, then renamed into ``models/``
 in one step: a crash or a cut connection never leaves a half-written model where Load can see it. At start-up
 every model is re-hashed; one that does not match its name is moved to ``quarantine/``.
+
+Disk use: models, partials and quarantine all count against ``capacity_bytes`` (``used_bytes()`` is their sum).
+An upload reserves its full announced size when it begins, so room is made before any byte is written; a
+commit is then a rename that needs none. Room is made in this order, and one line is logged for each file:
+
+1. quarantined files, oldest first;
+2. stale partials: no write for longer than ``partial_max_age_s`` (never one whose upload is in progress);
+3. unpinned models, least recently used first;
+4. the remaining idle partials, oldest first (a resume then starts again from byte 0), so that cut uploads
+   cannot lock a store: only pinned models and uploads in progress are never pruned.
+
+If even all of that would not free enough, nothing is deleted and the upload is refused (UploadTooLargeError).
+Stale partials are also removed at start-up, and at most ``MAX_PARTIALS`` partials are kept.
+
+Quarantine is bounded: at most ``QUARANTINE_MAX_FILES`` files and ``QUARANTINE_SHARE`` of the capacity, one
+copy per model (a model quarantined again replaces its older copy); the oldest go first, and a file larger than
+the whole share is deleted instead of kept.
 """
 
 from __future__ import annotations
@@ -19,10 +36,13 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rkfarm_agent.config import PARTIAL_MAX_AGE_S
 from rkfarm_agent.errors import (
+    CorruptModelError,
     StoreError,
     UnknownModelError,
     UploadConflictError,
@@ -36,6 +56,8 @@ log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_PARTIALS = 8
+QUARANTINE_MAX_FILES = 4
+QUARANTINE_SHARE = 0.25  # of the store capacity
 
 
 def check_sha256(sha: str) -> str:
@@ -50,6 +72,26 @@ class ModelStatus:
     present: bool
     size_bytes: int
     partial_bytes: int
+
+
+@dataclass(frozen=True)
+class _File:
+    path: Path
+    size: int
+    mtime: float
+
+
+def _files(folder: Path, pattern: str = "*") -> list[_File]:
+    """Regular files in ``folder``, oldest first; a file that vanishes while looked at is left out."""
+    found = []
+    for path in folder.glob(pattern):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            found.append(_File(path, st.st_size, st.st_mtime))
+    return sorted(found, key=lambda f: f.mtime)
 
 
 class Upload:
@@ -132,7 +174,9 @@ class Upload:
 
 
 class ModelStore:
-    def __init__(self, root: Path, capacity_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, root: Path, capacity_bytes: int, max_upload_bytes: int, partial_max_age_s: float = PARTIAL_MAX_AGE_S
+    ) -> None:
         self.root = root
         self.models_dir = root / "models"
         self.partial_dir = root / "partial"
@@ -141,33 +185,39 @@ class ModelStore:
             d.mkdir(parents=True, exist_ok=True)
         self.capacity_bytes = capacity_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.partial_max_age_s = partial_max_age_s
         self._lock = threading.Lock()
-        self._uploading: set[str] = set()
+        self._uploading: dict[str, int] = {}  # sha -> announced size: the room each upload in progress holds
         self._pins: dict[str, int] = {}
 
     # -- start-up ----------------------------------------------------------------------------------------
     def verify(self) -> tuple[int, int]:
-        """Re-hash every model; quarantine mismatches and stray files. Returns (kept, quarantined)."""
+        """Re-hash every model; quarantine mismatches and stray files; prune stale partials and whatever is
+        over the capacity. Returns (kept, quarantined)."""
         kept = quarantined = 0
-        for path in sorted(self.models_dir.iterdir()):
-            sha = path.name.removesuffix(".rkfm")
-            ok = path.suffix == ".rkfm" and bool(_SHA256.match(sha)) and _file_sha256(path) == sha
-            if ok:
-                try:
-                    unpack(path.read_bytes(), source=path.name)
-                except PackageError:
-                    ok = False
-            if ok:
-                kept += 1
-                continue
-            quarantined += 1
-            target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
-            log.warning("store: %s failed verification; moved to %s", path.name, target)
-            os.replace(path, target)
-        for path in self.partial_dir.iterdir():
-            if not (path.suffix == ".part" and _SHA256.match(path.stem)):
-                path.unlink(missing_ok=True)
-        self._trim_partials()
+        with self._lock:
+            for path in sorted(self.models_dir.iterdir()):
+                sha = path.name.removesuffix(".rkfm")
+                ok = path.suffix == ".rkfm" and bool(_SHA256.match(sha)) and _file_sha256(path) == sha
+                if ok:
+                    try:
+                        unpack(path.read_bytes(), source=path.name)
+                    except PackageError:
+                        ok = False
+                if ok:
+                    kept += 1
+                    continue
+                quarantined += 1
+                self._quarantine_file(path, "failed verification at start-up")
+            for path in self.partial_dir.iterdir():
+                if not (path.suffix == ".part" and _SHA256.match(path.stem)):
+                    path.unlink(missing_ok=True)
+            for stale in self._stale_partials():
+                self._prune(stale, "stale partial upload", self._idle(stale))
+            self._trim_partials()
+            self._trim_quarantine()
+            if not self._make_room():
+                log.warning("store: %d bytes on disk, over the capacity of %d", self._used(), self.capacity_bytes)
         return kept, quarantined
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -189,7 +239,8 @@ class ModelStore:
         return ModelStatus(path.exists(), 0, 0)
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.models_dir.glob("*.rkfm"))
+        """Bytes on disk: models, partial uploads and quarantine."""
+        return self._used()
 
     def load(self, sha: str) -> ModelPackage:
         """Read and verify a stored package, and mark it recently used."""
@@ -200,7 +251,9 @@ class ModelStore:
             raise UnknownModelError(f"model {sha[:12]}… is not on this agent: upload it first") from None
         if hashlib.sha256(data).hexdigest() != sha:
             self.quarantine(sha, "corrupt on disk")
-            raise StoreError(f"stored model {sha[:12]}… was corrupt on disk and has been removed; upload it again")
+            raise CorruptModelError(
+                f"stored model {sha[:12]}… was corrupt on disk and has been removed; upload it again"
+            )
         os.utime(path)  # LRU clock
         # The file hash above covers every byte, payload included: no need to hash the payload a second time.
         return unpack(data, source=f"model {sha[:12]}", verify_payload=False)
@@ -208,25 +261,25 @@ class ModelStore:
     def quarantine(self, sha: str, why: str) -> None:
         """Move a model out of the store (kept aside for a post-mortem) so it can never be loaded again."""
         path = self.model_path(sha)
-        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
         with self._lock:
             if path.exists():
-                os.replace(path, target)
-        log.warning("store: model %s %s; moved to %s", sha[:12], why, target)
+                self._quarantine_file(path, why)
 
     # -- uploads -----------------------------------------------------------------------------------------
     def begin_upload(self, sha: str, total: int, offset: int) -> Upload | None:
         """An upload to write to, or None when the model is already stored (a concurrent upload of it may
-        have finished between the caller's status check and now: the check is repeated under the lock)."""
+        have finished between the caller's status check and now: the check is repeated under the lock).
+        Room for all ``total`` bytes is made (or the upload refused) before anything is written."""
         check_sha256(sha)
         if total > self.max_upload_bytes:
             raise UploadTooLargeError(
                 f"upload of {total} bytes is over this agent's limit of {self.max_upload_bytes} bytes "
-                "(rkfarm-agent serve --max-upload-bytes)"
+                "(rkfarm-agent serve --max-upload)"
             )
         if total > self.capacity_bytes:
             raise UploadTooLargeError(
-                f"model of {total} bytes does not fit the store capacity of {self.capacity_bytes} bytes"
+                f"model of {total} bytes does not fit the store capacity of {self.capacity_bytes} bytes "
+                "(rkfarm-agent serve --store-capacity)"
             )
         if offset > total:
             raise UploadConflictError(f"resume offset {offset} is past the model size {total}")
@@ -235,10 +288,17 @@ class ModelStore:
                 raise UploadConflictError("another upload of this model is in progress; retry when it ends")
             if self.model_path(sha).exists():
                 return None
-            self._uploading.add(sha)
-        try:
+            self._uploading[sha] = total  # from here on its partial is never pruned, and counts as `total`
+            if not self._make_room():
+                held = self._held()
+                del self._uploading[sha]
+                raise UploadTooLargeError(
+                    f"store is full: no room for {total} bytes, {held} of {self.capacity_bytes} bytes are held by "
+                    "models in use and uploads in progress (rkfarm-agent serve --store-capacity)"
+                )
             if offset == 0:
                 self._trim_partials(keep=MAX_PARTIALS - 1)
+        try:
             return Upload(self, sha, total, offset)
         except BaseException:
             self._end_upload(sha)
@@ -246,39 +306,104 @@ class ModelStore:
 
     def _end_upload(self, sha: str) -> None:
         with self._lock:
-            self._uploading.discard(sha)
+            self._uploading.pop(sha, None)
 
     def _publish(self, upload: Upload) -> int:
-        with self._lock:
-            self._evict_for(upload.total)
+        with self._lock:  # the room was made when the upload began: a rename adds no bytes
             os.replace(upload.path, self.model_path(upload.sha))
         log.info("store: added model %s (%d bytes)", upload.sha[:12], upload.total)
         return upload.total
 
-    def _evict_for(self, incoming: int) -> None:
-        """Delete least-recently-used, unpinned models until ``incoming`` more bytes fit. Caller holds the lock."""
-        models = sorted(self.models_dir.glob("*.rkfm"), key=lambda p: p.stat().st_mtime)
-        used = sum(p.stat().st_size for p in models)
-        for path in models:
-            if used + incoming <= self.capacity_bytes:
+    # -- disk accounting and pruning (the caller holds the lock) -----------------------------------------
+    def _used(self) -> int:
+        return sum(f.size for d in (self.models_dir, self.partial_dir, self.quarantine_dir) for f in _files(d))
+
+    def _occupied(self) -> int:
+        """Bytes on disk, with each upload in progress counted at its announced size (the room it holds)."""
+        idle = sum(f.size for f in _files(self.partial_dir) if f.path.stem not in self._uploading)
+        models = sum(f.size for d in (self.models_dir, self.quarantine_dir) for f in _files(d))
+        return models + idle + sum(self._uploading.values())
+
+    def _prunable(self) -> Iterator[tuple[_File, str]]:
+        """What may go to make room, in the order it goes."""
+        for f in _files(self.quarantine_dir):
+            yield f, "oldest quarantined file"
+        stale = self._stale_partials()
+        for f in stale:
+            yield f, "stale partial upload"
+        for f in _files(self.models_dir, "*.rkfm"):
+            if not self._pins.get(f.path.stem):
+                yield f, "least recently used model"
+        for f in _files(self.partial_dir):
+            if f.path.stem not in self._uploading and f.path not in {g.path for g in stale}:
+                yield f, "oldest idle partial upload"
+
+    def _held(self) -> int:
+        return self._occupied() - sum(f.size for f, _ in self._prunable())
+
+    def _make_room(self) -> bool:
+        """Prune until what is held fits the capacity; False (and nothing pruned) if it never would."""
+        over = self._occupied() - self.capacity_bytes
+        if over <= 0:
+            return True
+        victims = list(self._prunable())
+        if sum(f.size for f, _ in victims) < over:
+            return False
+        for f, why in victims:
+            if over <= 0:
                 break
-            sha = path.stem
-            if self._pins.get(sha):
-                continue
-            size = path.stat().st_size
-            path.unlink(missing_ok=True)
-            used -= size
-            log.info("store: evicted model %s (%d bytes, least recently used)", sha[:12], size)
-        if used + incoming > self.capacity_bytes:
-            raise UploadTooLargeError(
-                f"store is full: {used} of {self.capacity_bytes} bytes held by models in use; unload sessions first"
-            )
+            self._prune(f, why, f"to make room ({over} bytes over the capacity)")
+            over -= f.size
+        return True
+
+    def _prune(self, f: _File, why: str, detail: str) -> None:
+        f.path.unlink(missing_ok=True)
+        log.info("store: removed %s %s (%d bytes): %s", why, f.path.name[:24], f.size, detail)
+
+    def _stale_partials(self) -> list[_File]:
+        now = time.time()
+        return [
+            f
+            for f in _files(self.partial_dir)
+            if f.path.stem not in self._uploading and now - f.mtime > self.partial_max_age_s
+        ]
+
+    def _idle(self, f: _File) -> str:
+        return f"no write for {time.time() - f.mtime:.0f} s, over the {self.partial_max_age_s:.0f} s limit"
 
     def _trim_partials(self, keep: int = MAX_PARTIALS) -> None:
-        parts = sorted(self.partial_dir.glob("*.part"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in parts[keep:]:
-            if path.stem not in self._uploading:
-                path.unlink(missing_ok=True)
+        parts = sorted(_files(self.partial_dir, "*.part"), key=lambda f: f.mtime, reverse=True)
+        for f in parts[keep:]:
+            if f.path.stem not in self._uploading:
+                self._prune(f, "partial upload", f"more than {keep} partials kept")
+
+    def _trim_quarantine(self, incoming: int | None = None) -> None:
+        """Drop the oldest quarantined files until they, and one more file of ``incoming`` bytes, are in bound."""
+        share = int(self.capacity_bytes * QUARANTINE_SHARE)
+        files = _files(self.quarantine_dir)
+        held = sum(f.size for f in files)
+        extra, adding = (0, 0) if incoming is None else (1, incoming)
+        while files and (len(files) + extra > QUARANTINE_MAX_FILES or held + adding > share):
+            f = files.pop(0)
+            self._prune(f, "oldest quarantined file", f"quarantine keeps {QUARANTINE_MAX_FILES} files, {share} bytes")
+            held -= f.size
+
+    def _quarantine_file(self, path: Path, why: str) -> None:
+        size = path.stat().st_size
+        for old in _files(self.quarantine_dir):  # one copy per model: the newest
+            if old.path.name.startswith(path.name + "."):
+                self._prune(old, "older quarantined copy", f"{path.name[:12]} quarantined again")
+        share = int(self.capacity_bytes * QUARANTINE_SHARE)
+        if size > share:
+            path.unlink(missing_ok=True)
+            log.warning("store: %s %s; deleted, not kept (%d bytes > quarantine bound %d)", path.name, why, size, share)
+            return
+        self._trim_quarantine(size)
+        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
+        os.replace(path, target)
+        now = time.time_ns()
+        os.utime(target, ns=(now, now))  # the quarantine clock: oldest first
+        log.warning("store: %s %s; moved to %s", path.name, why, target)
 
     # -- pins: models in use are never evicted -----------------------------------------------------------
     def pin(self, sha: str) -> None:

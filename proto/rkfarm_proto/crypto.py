@@ -28,6 +28,7 @@ import hashlib
 import os
 import stat
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,17 @@ LEVELS: dict[int, Level] = {
     2: Level("scrypt", 15, 1 << 20),
     3: Level("scrypt", 17, 64 << 10),
 }
+# The envelope's parameters come from the package, before anything authenticates them, so the cost of opening
+# one is bounded here, not chosen by its sender: scrypt takes 128 * r * 2^n bytes (r = 8), and a side runs at
+# most MAX_CONCURRENT_KDF derivations at once.
+SCRYPT_R = 8
+MAX_SCRYPT_LOG2_N = max(level.scrypt_log2_n for level in LEVELS.values())
+MAX_CONCURRENT_KDF = 1
+
+
+def scrypt_bytes(log2_n: int) -> int:
+    """Memory one scrypt derivation at cost 2^log2_n takes."""
+    return 128 * SCRYPT_R * (1 << log2_n)
 
 
 # -- keys --------------------------------------------------------------------------------------------------
@@ -165,13 +177,35 @@ def _hkdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=info).derive(secret)
 
 
+def check_envelope(enc: package_pb2.Encryption, max_scrypt_log2_n: int = MAX_SCRYPT_LOG2_N) -> Level:
+    """The level an envelope declares, if its KDF and segments are exactly that level's and its cost is within
+    ``max_scrypt_log2_n``; DecryptionError (before any work is done) otherwise."""
+    level = LEVELS.get(int(enc.crypt_level))
+    if level is None:
+        raise DecryptionError(f"unknown encryption level {enc.crypt_level} (known: {sorted(LEVELS)})")
+    declared = (enc.kdf, int(enc.scrypt_log2_n), int(enc.segment_size))
+    if declared != (level.kdf, level.scrypt_log2_n, level.segment_size):
+        raise DecryptionError(
+            f"the envelope's parameters (kdf {enc.kdf!r}, cost 2^{enc.scrypt_log2_n}, segments of "
+            f"{enc.segment_size} bytes) are not those of level {enc.crypt_level}: altered or not made by rkfarm"
+        )
+    if level.kdf == "scrypt" and level.scrypt_log2_n > max_scrypt_log2_n:
+        raise DecryptionError(
+            f"level {enc.crypt_level} needs scrypt at 2^{level.scrypt_log2_n} "
+            f"({scrypt_bytes(level.scrypt_log2_n) >> 20} MiB); this side allows at most 2^{max_scrypt_log2_n}"
+        )
+    return level
+
+
+_kdf_slots = threading.BoundedSemaphore(MAX_CONCURRENT_KDF)
+
+
 def _farm_kek(secret: bytes, enc: package_pb2.Encryption) -> bytes:
     if enc.kdf == "hkdf-sha256":
         return _hkdf(secret, enc.salt, b"rkfarm farm kek v1")
     if enc.kdf == "scrypt":
-        if not 10 <= enc.scrypt_log2_n <= 20:
-            raise DecryptionError(f"implausible scrypt cost 2^{enc.scrypt_log2_n}")
-        return Scrypt(salt=enc.salt, length=KEY_BYTES, n=1 << enc.scrypt_log2_n, r=8, p=1).derive(secret)
+        with _kdf_slots:
+            return Scrypt(salt=enc.salt, length=KEY_BYTES, n=1 << enc.scrypt_log2_n, r=SCRYPT_R, p=1).derive(secret)
     raise DecryptionError(f"unknown key derivation {enc.kdf!r}")
 
 
@@ -264,7 +298,13 @@ def encrypt_package(
 class Keyring:
     """The keys one side holds: farm keys, and (on an agent) its identity key."""
 
-    def __init__(self, farm_keys: Iterable[bytes] = (), identity: X25519PrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        farm_keys: Iterable[bytes] = (),
+        identity: X25519PrivateKey | None = None,
+        max_scrypt_log2_n: int = MAX_SCRYPT_LOG2_N,
+    ) -> None:
+        self.max_scrypt_log2_n = max_scrypt_log2_n
         self._farm = {key_id(k): k for k in farm_keys}
         self._identity = identity
         self._identity_public = raw_public(identity) if identity is not None else b""
@@ -312,6 +352,7 @@ class Keyring:
         enc = header.encryption
         if not enc.algorithm:
             return package.payload
+        check_envelope(enc, self.max_scrypt_log2_n)
         digest = header_digest(header)
         content_key = self._content_key(header, digest)
         spans = _segments(int(enc.plaintext_size), int(enc.segment_size))

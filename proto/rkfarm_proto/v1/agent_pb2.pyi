@@ -234,7 +234,7 @@ class ListSessionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "model_sha256", "model_name", "client", "backend", "created_unix", "last_used_unix", "lease_s", "inferences")
+    __slots__ = ("session_id", "model_sha256", "model_name", "client", "backend", "created_unix", "last_used_unix", "lease_s", "inferences", "yours")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,7 @@ class SessionInfo(_message.Message):
     LAST_USED_UNIX_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
+    YOURS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_sha256: str
     model_name: str
@@ -253,7 +254,8 @@ class SessionInfo(_message.Message):
     last_used_unix: float
     lease_s: float
     inferences: int
-    def __init__(self, session_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., client: _Optional[str] = ..., backend: _Optional[str] = ..., created_unix: _Optional[float] = ..., last_used_unix: _Optional[float] = ..., lease_s: _Optional[float] = ..., inferences: _Optional[int] = ...) -> None: ...
+    yours: bool
+    def __init__(self, session_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., client: _Optional[str] = ..., backend: _Optional[str] = ..., created_unix: _Optional[float] = ..., last_used_unix: _Optional[float] = ..., lease_s: _Optional[float] = ..., inferences: _Optional[int] = ..., yours: _Optional[bool] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions",)

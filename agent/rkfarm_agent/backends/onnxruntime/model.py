@@ -3,17 +3,14 @@ separate profiling session so that the main session's timings are not disturbed.
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import psutil
 
 from rkfarm_agent.backends.base import Array, LoadedModel
-from rkfarm_agent.backends.onnxruntime.profile import parse_ort_profile
+from rkfarm_agent.backends.onnxruntime.profile import parse_ort_profile, profiled
 from rkfarm_agent.backends.onnxruntime.session import (
     SPIN,
     STOP_AFTER_RUN,
@@ -54,6 +51,7 @@ class OnnxRuntimeModel(LoadedModel):
             raise BackendError(
                 f"package header inputs {self._input_names} do not match the payload's {sorted(session_inputs)}"
             )
+        check_shapes(header, {i.name: list(i.shape) for i in self._session.get_inputs()})
 
     def _run(self, feeds: Sequence[Array]) -> list[Array]:
         first = self._rss_first_run is None
@@ -68,17 +66,16 @@ class OnnxRuntimeModel(LoadedModel):
         return [np.asarray(o) for o in outputs]
 
     def _profile(self, feeds: Sequence[Array], runs: int) -> LayerProfile:
-        with tempfile.TemporaryDirectory(prefix="rkfarm-prof-") as tmp:
-            session = open_session(
-                self._payload, core_mask=self._options.core_mask, profile_prefix=str(Path(tmp) / "ort")
-            )
-            feed = dict(zip(self._input_names, feeds))
+        feed = dict(zip(self._input_names, feeds))
+
+        def run(prefix: str) -> str:
+            session = open_session(self._payload, core_mask=self._options.core_mask, profile_prefix=prefix)
             session.run(self._output_names, feed)  # warm-up, excluded below
             for _ in range(runs):
                 session.run(self._output_names, feed)
-            trace = Path(session.end_profiling())
-            events = json.loads(trace.read_text())
-        return parse_ort_profile(events, skip_runs=1)
+            return str(session.end_profiling())
+
+        return parse_ort_profile(profiled(run), skip_runs=1)
 
     def memory(self) -> MemoryReport:
         weights = int(self._header.weight_bytes) or len(self._payload)
@@ -98,3 +95,19 @@ class OnnxRuntimeModel(LoadedModel):
 
     def close(self) -> None:
         self._session = None
+
+
+def check_shapes(header: package_pb2.PackageHeader, payload_shapes: dict[str, list[object]]) -> None:
+    """The header's input shapes must be the payload's: same rank, same size wherever both are fixed. A header
+    that says otherwise would make the agent convert, allocate and time inputs the model does not take."""
+    for spec in header.inputs:
+        declared = list(spec.tensor.shape)
+        actual = payload_shapes[spec.tensor.name]
+        clash = len(declared) != len(actual) or any(
+            isinstance(a, int) and a > 0 and d > 0 and a != d for d, a in zip(declared, actual)
+        )
+        if clash:
+            raise BackendError(
+                f"input {spec.tensor.name[:64]!r}: the package header says {declared[:8]}, the payload takes "
+                f"{actual[:8]}: the package was altered or not made by rkfarm"
+            )

@@ -1,11 +1,66 @@
-"""ONNX Runtime's profiler trace (a JSON list of events) read into per-layer times."""
+"""ONNX Runtime's profiler trace (a JSON list of events) read into per-layer times, and where it is written.
+
+ONNX Runtime writes its trace to a file, and the trace names every node and shape of the model — for an
+encrypted model, what the encryption hides. So the file goes to a private (0700) folder in memory-backed
+storage (``/dev/shm``) when the machine has it, and the folder is removed on every path out; folders left by a
+killed process are swept on the next profile.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rkfarm_proto.records import LayerProfile, LayerTiming
+
+log = logging.getLogger(__name__)
+
+PREFIX = "rkfarm-prof-"
+MEMORY_DIR = Path("/dev/shm")
+STALE_S = 3600.0  # a trace folder this old belongs to a process that died while profiling
+
+
+def trace_root() -> Path:
+    """Where trace folders go: memory-backed storage when writable, else the temporary folder."""
+    if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK | os.X_OK):
+        return MEMORY_DIR
+    return Path(tempfile.gettempdir())
+
+
+def sweep_stale(root: Path, now: float | None = None) -> list[Path]:
+    """Remove this user's trace folders older than STALE_S under ``root``; returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in root.glob(PREFIX + "*"):
+        try:
+            info = folder.lstat()
+            if folder.is_dir() and info.st_uid == os.getuid() and now - info.st_mtime > STALE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        except OSError:
+            continue
+    if removed:
+        log.info("removed %d stale profile folder(s) under %s", len(removed), root)
+    return removed
+
+
+def profiled(run: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The events of a trace that ``run(prefix)`` writes (it returns the trace's path), read back in memory;
+    the private folder holding it is gone when this returns or raises."""
+    root = trace_root()
+    sweep_stale(root)
+    with tempfile.TemporaryDirectory(prefix=PREFIX, dir=root) as folder:  # mkdtemp: mode 0700
+        trace = Path(run(str(Path(folder) / "ort")))
+        events: list[dict[str, Any]] = json.loads(trace.read_text())
+    return events
 
 
 def parse_ort_profile(events: list[dict[str, Any]], skip_runs: int = 0) -> LayerProfile:
