@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -360,3 +361,120 @@ def test_32_clients_while_one_is_killed_and_one_stops_reading(
     # cannot give back from a fragmented heap. Allow 64 MB; without the trim RSS stays near the peak (+160 MB).
     print(f"agent RSS MB: baseline {baseline_mb:.1f}, loaded {peak_mb:.1f}, after {after_mb:.1f}")
     assert after_mb - baseline_mb < 64, (baseline_mb, peak_mb, after_mb)
+
+
+# -- 128 clients opening sessions at once --------------------------------------------------------------------
+MANY = 128
+MANY_SESSIONS = 96  # --max-sessions: the last 32 clients are refused
+MANY_INFERENCES = 10
+# Agent RSS after every session closed, over the warmed-up baseline (~103 MB). 96 sessions of the classifier take
+# it to ~550 MB; once they close and the agent trims its heap it falls back to +85 to +89 MB (6 runs): what stays is
+# the RPC thread pool grown to its ceiling (streams + uploads + workers = 88 threads: stacks, per-thread malloc
+# arenas) and pages of a fragmented heap. Without the trim it stays at ~350-540 MB for seconds.
+MANY_RSS_BOUND_MB = 120
+
+
+class PeakRss:
+    """The agent's largest RSS seen, sampled every 50 ms in a thread until stopped."""
+
+    def __init__(self, agent: AgentProcess) -> None:
+        self._agent = agent
+        self.peak_mb = rss_mb(agent)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(self.peak_mb, rss_mb(self._agent))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak_mb
+
+
+@pytest.mark.slow
+def test_128_clients_opening_at_once_are_served_or_refused_cleanly(
+    tmp_path: Path, cls_package: Path, cls_lines: list[TextLine]
+) -> None:
+    """128 RKNN objects call init_runtime(target, device_id='host:port') together: each one probes the agent,
+    uploads or finds the model, opens a session. The agent is slow while they pile in (Info took 5 s when the
+    probe's deadline was a fixed 3 s); every client is either served or refused with the limit that refused it
+    named (--max-sessions), none fails on a timeout, and afterwards the agent's RSS falls back near its start."""
+    agent = start_agent(tmp_path, "--max-sessions", str(MANY_SESSIONS), "--max-sessions-per-client", str(MANY))
+    images = [line.image for line in cls_lines[:8]]
+    with RKNN(raise_errors=True) as sim:
+        sim.load_rknn(str(cls_package))
+        sim.init_runtime()
+        expected = [sim.inference([img])[0] for img in images]  # type: ignore[index]
+
+    def sessions() -> int:
+        with agent.client(timeout_s=10) as client:
+            return len(client.list_sessions())
+
+    try:
+        with RKNN(raise_errors=True) as warm:  # baseline: the model stored, loaded, run and unloaded once
+            warm.load_rknn(str(cls_package))
+            warm.init_runtime(target="rk3588", device_id=agent.address)
+            for img in images:
+                warm.inference([img])
+        wait_for(lambda: sessions() == 0, 10, "the warm-up session closed")
+        baseline_mb = rss_mb(agent)
+        clients = [RKNN(raise_errors=True) for _ in range(MANY)]
+        for rknn in clients:
+            rknn.load_rknn(str(cls_package))
+        gate = threading.Barrier(MANY)
+
+        def client(index: int) -> tuple[str, str]:
+            rknn = clients[index]
+            gate.wait()
+            try:
+                rknn.init_runtime(target="rk3588", device_id=agent.address)
+            except RemoteError as exc:
+                return ("refused" if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED else "failed"), str(exc)
+            for i in range(MANY_INFERENCES):
+                k = (index + i) % len(images)
+                out = rknn.inference([images[k]])
+                if out is None or not np.allclose(out[0], expected[k], rtol=0, atol=1e-6):
+                    return "wrong", f"client {index}, inference {i}"
+            return "served", ""
+
+        peak = PeakRss(agent)
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(MANY) as pool:
+                outcomes = list(pool.map(client, range(MANY)))
+            served_in_s = time.monotonic() - started
+            held = sessions()
+        finally:
+            for rknn in clients:
+                rknn.release()
+        peak_mb = peak.stop()
+        wait_for(lambda: sessions() == 0, 10, "all sessions closed")
+        # The agent trims its heap about a second after sessions close, then twice more: poll for the bound.
+        trimmed = [rss_mb(agent)]
+
+        def back_within_bound() -> bool:
+            trimmed.append(rss_mb(agent))
+            return trimmed[-1] - baseline_mb < MANY_RSS_BOUND_MB
+
+        with contextlib.suppress(AssertionError):
+            wait_for(back_within_bound, 10, "RSS back within the bound")
+        after_mb = trimmed[-1]
+    finally:
+        agent.stop()
+
+    kinds = [kind for kind, _ in outcomes]
+    failed = [why for kind, why in outcomes if kind in ("failed", "wrong")]
+    assert not failed, f"{len(failed)} clients failed: {failed[:3]}"
+    assert "failed unexpectedly" not in agent.log() and "Traceback" not in agent.log()
+    assert kinds.count("served") == MANY_SESSIONS and held == MANY_SESSIONS, (kinds.count("served"), held)
+    refusals = [why for kind, why in outcomes if kind == "refused"]
+    assert len(refusals) == MANY - MANY_SESSIONS
+    assert all(f"the agent already holds {MANY_SESSIONS} sessions" in r and "--max-sessions" in r for r in refusals)
+    print(
+        f"128 clients in {served_in_s:.1f} s; agent RSS MB: baseline {baseline_mb:.1f}, peak {peak_mb:.1f}, "
+        f"after {after_mb:.1f}"
+    )
+    assert after_mb - baseline_mb < MANY_RSS_BOUND_MB, (baseline_mb, peak_mb, after_mb)

@@ -10,6 +10,7 @@ import logging
 
 from rkfarm.errors import StateError
 from rkfarm.keys import host_keyring
+from rkfarm.remote.client import default_timeout_s
 from rkfarm.remote.discovery import Device, resolve
 from rkfarm.remote.runtime import RemoteRuntime
 from rkfarm.runtime import Runtime
@@ -28,13 +29,24 @@ def open_simulator(package: ModelPackage, options: LoadOptions) -> Runtime:
     return SimulatorRuntime(package, payload, options)
 
 
-def open_agent(package: ModelPackage, target: str, device_id: str | None, options: LoadOptions) -> Runtime:
+def open_agent(
+    package: ModelPackage,
+    target: str,
+    device_id: str | None,
+    options: LoadOptions,
+    timeout_s: float | None = None,
+) -> Runtime:
     """The package on an agent of platform ``target``: ``device_id`` (an id or host:port) or the only one
-    found. An agent that reports no platform (a PC) serves only when no agent of the platform is found."""
+    found. An agent that reports no platform (a PC) serves only when no agent of the platform is found.
+
+    ``timeout_s`` (default ``RKFARM_TIMEOUT_S``, else 30 s; ``init_runtime`` has no such parameter, so the
+    variable is how a vendor script sets it): each call's deadline, and how long asking the agent who it is and
+    opening the session are retried while it is unreachable, slow or busy (Load gets 4x)."""
     platform = normalize_platform(target)
     if platform is None:
         raise StateError(f"init_runtime: unknown target {target!r}; use a platform name such as 'rk3588'")
-    device = resolve(device_id, platform)
+    timeout_s = default_timeout_s(timeout_s)
+    device = resolve(device_id, platform, call_timeout_s=timeout_s)
     if device.platform not in (platform, UNKNOWN):
         raise StateError(
             f"init_runtime: agent {device.agent_id} is a {device.platform} board, not {platform}; "
@@ -44,12 +56,14 @@ def open_agent(package: ModelPackage, target: str, device_id: str | None, option
         log.warning("agent %s reports no Rockchip platform (a PC?); running there anyway", device.agent_id)
     if package.header.target_platform and package.header.target_platform != platform:
         log.warning("the model was built for %s and runs on %s", package.header.target_platform, platform)
-    return RemoteRuntime(package, device, options)
+    return RemoteRuntime(package, device, options, timeout_s=timeout_s)
 
 
-def device_target(device_id: str, package: ModelPackage, target: str | None = None) -> tuple[str, Device]:
+def device_target(
+    device_id: str, package: ModelPackage, target: str | None = None, timeout_s: float | None = None
+) -> tuple[str, Device]:
     """For ``--device`` without a platform: the platform to ask for — ``target``, else the agent's own, else the
-    package's, else rk3588 — and the agent."""
-    device = resolve(device_id, None)
+    package's, else rk3588 — and the agent (asked for ``timeout_s``, as in ``open_agent``)."""
+    device = resolve(device_id, None, call_timeout_s=timeout_s)
     own = device.platform if device.platform != UNKNOWN else ""
     return target or own or package.header.target_platform or FALLBACK_PLATFORM, device

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -20,16 +22,59 @@ from rkfarm.remote.status import error_from_rpc, status_code
 from rkfarm.remote.stream import LockstepStream
 from rkfarm_proto.records import PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.transport import MAX_MESSAGE_BYTES, REFUSED_UPLOADS, THROUGHPUT_OPTIONS, message_limits
+from rkfarm_proto.transport import (
+    MAX_MESSAGE_BYTES,
+    REFUSED_RUNS,
+    REFUSED_UPLOADS,
+    THROUGHPUT_OPTIONS,
+    message_limits,
+)
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
 STREAM_BACKOFF_S = 10.0  # after an agent refused a stream (all stream slots taken), unary calls this long
+TIMEOUT_ENV = "RKFARM_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 30.0
+# Agent refusals that mean "wait and ask again" (RESOURCE_EXHAUSTED with rkfarm-refused): run and upload slots.
+# A refused stream is not one (the host falls back to unary calls), nor is a refusal that names no kind.
+WAIT_REFUSALS = (REFUSED_RUNS, REFUSED_UPLOADS)
 T = TypeVar("T")
 # The errors this client raises, importable from here as well as from rkfarm.errors.
 __all__ = ["AgentAuthError", "AgentClient", "AgentUnavailableError", "LockstepStream", "SessionLostError"]
+
+
+def default_timeout_s(timeout_s: float | None = None) -> float:
+    """``timeout_s`` if given, else ``RKFARM_TIMEOUT_S``, else 30 s: how long the host waits for an agent."""
+    if timeout_s is not None:
+        value, source = timeout_s, "timeout_s"
+    else:
+        text = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_TIMEOUT_S
+        source = f"{TIMEOUT_ENV}={text}"
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise RemoteError(f"{source}: the timeout must be a number of seconds above 0")
+    return float(value)
+
+
+def transient(exc: Exception) -> bool:
+    """Worth another attempt within the caller's timeout: the agent unreachable or not answering in time
+    (UNAVAILABLE, DEADLINE_EXCEEDED), or a refusal that says wait (run or upload slots all taken).
+
+    Never credentials (an AgentAuthError, whatever its code), bad input, or a limit that waiting does not lift.
+    """
+    if isinstance(exc, (AgentAuthError, InputError)):
+        return False
+    code = status_code(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(exc, "refused", None) in WAIT_REFUSALS
 
 
 def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
@@ -43,6 +88,17 @@ def _mapped(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def gave_up(exc: Exception, waited_s: float) -> Exception:
+    """``exc`` as raised once the host stopped waiting: an AgentUnavailableError says for how long and what sets
+    it (the same class, code, kind and refusal); any other error is returned as it is."""
+    if not isinstance(exc, AgentUnavailableError):
+        return exc
+    return AgentUnavailableError(
+        f"{exc} (gave up after {waited_s:.1f} s; {TIMEOUT_ENV} or timeout_s= sets how long the host waits)",
+        code=exc.code, kind=exc.kind, refused=exc.refused,
+    )  # fmt: skip
+
+
 class AgentClient:
     """One channel to one agent. Use as a context manager, or call close().
 
@@ -54,13 +110,13 @@ class AgentClient:
     def __init__(
         self,
         address: str,
-        timeout_s: float = 30.0,
+        timeout_s: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         credentials: Credentials | None = None,
         auth: str | None = None,
     ) -> None:
         self.address = address
-        self.timeout_s = timeout_s
+        self.timeout_s = default_timeout_s(timeout_s)  # each call's deadline (Load, EvalPerf, uploads: more)
         self.credentials = credentials if credentials is not None else Credentials.load()
         self.auth = auth
         self._metadata = (*self.credentials.metadata(), *metadata)
@@ -121,12 +177,25 @@ class AgentClient:
             return status_code(exc) not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         return True
 
+    def _until(self, until: float | None, default_s: float) -> float:
+        """The deadline of one attempt: what is left before ``until``, else ``default_s``."""
+        return default_s if until is None else max(0.001, until - time.monotonic())
+
     @_mapped
-    def info(self) -> agent_pb2.InfoResponse:
+    def info(self, until: float | None = None) -> agent_pb2.InfoResponse:
+        """Info, with the call timeout as its deadline (or what is left before ``until``, a monotonic time)."""
         response: agent_pb2.InfoResponse = self._stub.Info(
-            agent_pb2.InfoRequest(), timeout=self.timeout_s, metadata=self._metadata
+            agent_pb2.InfoRequest(), timeout=self._until(until, self.timeout_s), metadata=self._metadata
         )
         return response
+
+    def info_within(self, timeout_s: float) -> agent_pb2.InfoResponse:
+        """Info, asked again while the agent is unreachable, slow or busy (``transient``) for ``timeout_s``.
+
+        Each attempt may use all the time left: an agent that is merely slow answers the first one.
+        """
+        until = time.monotonic() + timeout_s
+        return retry(lambda: self.info(until), until=until, retryable=transient, what=f"Info {self.address}")
 
     @_mapped
     def model_status(self, sha256: str) -> agent_pb2.GetModelResponse:
@@ -138,19 +207,17 @@ class AgentClient:
     def ensure_model(self, blob: bytes, sha256: str | None = None, wait_s: float | None = None) -> int:
         """Upload a package unless the agent has it (resuming a partial upload). Returns bytes sent.
 
-        While another client uploads the same model (FAILED_PRECONDITION) or the agent's upload slots are all
-        taken (RESOURCE_EXHAUSTED naming uploads), this waits and asks again, for up to ``wait_s`` (default:
-        the call timeout plus the time the upload takes at 20 MB/s): many clients starting together share one
-        upload. A resumed upload the agent refuses as corrupt (the kept part was damaged, e.g. by a crash or a
-        bad disk) starts again from byte 0.
+        While another client uploads the same model (FAILED_PRECONDITION), the agent's upload slots are all
+        taken (RESOURCE_EXHAUSTED naming uploads) or the agent is unreachable or slow (``transient``), this waits
+        and asks again, for up to ``wait_s`` (default: the call timeout plus the time the upload takes at
+        20 MB/s): many clients starting together share one upload. A resumed upload the agent refuses as corrupt
+        (the kept part was damaged, e.g. by a crash or a bad disk) starts again from byte 0.
         """
         sha = sha256 or hashlib.sha256(blob).hexdigest()
         until = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s + len(blob) / (20 << 20))
 
         def busy(exc: Exception) -> bool:
-            return isinstance(exc, RemoteError) and (
-                exc.code == grpc.StatusCode.FAILED_PRECONDITION or exc.refused == REFUSED_UPLOADS
-            )
+            return transient(exc) or (isinstance(exc, RemoteError) and exc.code == grpc.StatusCode.FAILED_PRECONDITION)
 
         return retry(lambda: self._upload(blob, sha), until=until, retryable=busy, what=f"upload of {sha[:12]}")
 
@@ -192,8 +259,12 @@ class AgentClient:
         return int(response.received_bytes)
 
     @_mapped
-    def load(self, request: agent_pb2.LoadRequest) -> agent_pb2.LoadResponse:
-        response: agent_pb2.LoadResponse = self._stub.Load(request, timeout=self.timeout_s * 4, metadata=self._metadata)
+    def load(self, request: agent_pb2.LoadRequest, until: float | None = None) -> agent_pb2.LoadResponse:
+        """Open a session; the deadline is 4x the call timeout (reading, verifying, decrypting, opening the
+        model), or what is left before ``until``."""
+        response: agent_pb2.LoadResponse = self._stub.Load(
+            request, timeout=self._until(until, self.timeout_s * 4), metadata=self._metadata
+        )
         return response
 
     @_mapped

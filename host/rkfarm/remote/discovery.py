@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rkfarm.errors import RemoteError
-from rkfarm.remote.client import AgentClient
+from rkfarm.errors import AgentUnavailableError, RemoteError
+from rkfarm.remote.client import AgentClient, default_timeout_s, gave_up
 from rkfarm.remote.credentials import Credentials, check_agent_auth
 from rkfarm_proto.discovery import SERVICE_TYPE, AgentAdvert
 
@@ -131,11 +131,20 @@ def inventory_addresses(path: Path | None = None) -> list[str]:
 
 
 def probe(
-    address: str, timeout_s: float = 3.0, source: str = "address", credentials: Credentials | None = None
+    address: str, timeout_s: float | None = None, source: str = "address", credentials: Credentials | None = None
 ) -> Device:
-    """Ask the agent at host:port who it is (with the host's credentials: Info needs them too)."""
-    with AgentClient(address, timeout_s=timeout_s, credentials=credentials) as client:
-        info = client.info()
+    """Ask the agent at host:port who it is (with the host's credentials: Info needs them too).
+
+    Asked again while the agent is unreachable, slow or busy, for ``timeout_s`` (default ``RKFARM_TIMEOUT_S``,
+    else 30 s); each attempt may use all the time left, so an agent that is merely slow answers the first one.
+    Credential errors and refusals that waiting does not lift are raised at once.
+    """
+    wait_s = default_timeout_s(timeout_s)
+    with AgentClient(address, timeout_s=wait_s, credentials=credentials) as client:
+        try:
+            info = client.info_within(wait_s)
+        except AgentUnavailableError as exc:
+            raise gave_up(exc, wait_s) from None
     return Device(
         agent_id=info.agent_id,
         address=address,
@@ -181,10 +190,15 @@ def looks_like_address(device_id: str) -> bool:
     return bool(sep and host and port.isdigit())
 
 
-def resolve(device_id: str | None, target: str | None, timeout_s: float = 2.0) -> Device:
-    """The agent for ``init_runtime(target, device_id)``: an address, an id, or the only one found."""
+def resolve(
+    device_id: str | None, target: str | None, timeout_s: float = 2.0, call_timeout_s: float | None = None
+) -> Device:
+    """The agent for ``init_runtime(target, device_id)``: an address, an id, or the only one found.
+
+    ``timeout_s`` is the mDNS browse window; ``call_timeout_s`` how long an address is asked (see ``probe``).
+    """
     if device_id and looks_like_address(device_id):
-        return probe(device_id)
+        return probe(device_id, call_timeout_s)
     devices = list_devices(timeout_s, stop_when=device_id)
     if device_id:
         for d in devices:

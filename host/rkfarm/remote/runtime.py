@@ -3,6 +3,11 @@
 If the agent restarts (or the lease expired while the host slept), the next call finds the session gone or
 the agent briefly unreachable; the runtime waits for the agent, re-uploads only if the store lost the model,
 re-opens the session and retries the call once.
+
+Opening a session is asked again while the agent is unreachable, slow or busy, within the call timeout
+(``timeout_s``, default ``RKFARM_TIMEOUT_S`` or 30 s; Load gets 4x). If the agent no longer holds the model when
+Load fails (evicted meanwhile, or its stored copy found corrupt and quarantined), the model is uploaded again and
+Load retried once.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import grpc
 import numpy.typing as npt
 
 from rkfarm.errors import AgentUnavailableError, RemoteError, SessionLostError
 from rkfarm.perf import PerfData
-from rkfarm.remote.client import AgentClient
+from rkfarm.remote.client import AgentClient, gave_up, transient
 from rkfarm.remote.discovery import Device
 from rkfarm.remote.retry import retry
 from rkfarm.remote.stream import LockstepStream
@@ -27,6 +33,8 @@ from rkfarm.runtime import Array, Runtime
 from rkfarm_proto.package import ModelPackage, pack, sha256_hex
 from rkfarm_proto.records import LayerTiming, LoadOptions, MemoryReport, PerfOptions
 from rkfarm_proto.tensors import from_tensor
+from rkfarm_proto.transport import UNKNOWN_MODEL
+from rkfarm_proto.v1 import agent_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +51,15 @@ def client_name() -> str:
 
 class RemoteRuntime(Runtime):
     def __init__(
-        self, package: ModelPackage, device: Device, options: LoadOptions, lease_s: float = 0.0, timeout_s: float = 30.0
+        self,
+        package: ModelPackage,
+        device: Device,
+        options: LoadOptions,
+        lease_s: float = 0.0,
+        timeout_s: float | None = None,
     ) -> None:
+        """Upload (if needed) and open ``package`` on ``device``. ``timeout_s``: each call's deadline and how long
+        opening is retried (default ``RKFARM_TIMEOUT_S``, else 30 s)."""
         self.device = device
         self.where = f"agent {device.agent_id} @ {device.address} ({device.platform})"
         _, self._blob = pack(package.header, package.payload)
@@ -57,8 +72,12 @@ class RemoteRuntime(Runtime):
         self.uploaded_bytes = 0
         self._closed = threading.Event()
         self._stream: LockstepStream | None = None
+        started = time.monotonic()
         try:
             self._open()
+        except AgentUnavailableError as exc:
+            self._client.close()
+            raise gave_up(exc, time.monotonic() - started) from None
         except BaseException:
             self._client.close()
             raise
@@ -66,9 +85,21 @@ class RemoteRuntime(Runtime):
         self._keeper.start()
 
     # -- session lifecycle -------------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, until: float | None = None) -> None:
+        """Upload the model unless the agent has it, then open a session: Load is asked again while the agent is
+        unreachable, slow or busy, until ``until`` (default: 4x the call timeout from now), and once more after
+        uploading the model again if the agent no longer holds it."""
+        until = until if until is not None else time.monotonic() + 4 * self._client.timeout_s
         self.uploaded_bytes += self._client.ensure_model(self._blob, self._sha)
-        response = self._client.load(self._options.to_request(self._sha, self._lease_s, client_name()))
+        request = self._options.to_request(self._sha, self._lease_s, client_name())
+        try:
+            response = self._load(request, until)
+        except RemoteError as exc:
+            if not self._model_dropped(exc):
+                raise
+            log.warning("%s; uploading the model again and retrying once", exc)
+            self.uploaded_bytes += self._client.ensure_model(self._blob, self._sha)
+            response = self._load(request, until)
         with self._lock:
             self._session_id = response.session_id
             self._lease_granted = response.lease_s
@@ -79,6 +110,25 @@ class RemoteRuntime(Runtime):
             response.backend,
             response.lease_s,
         )
+
+    def _load(self, request: agent_pb2.LoadRequest, until: float) -> agent_pb2.LoadResponse:
+        return retry(
+            lambda: self._client.load(request, until), until=until, retryable=transient, what=f"Load on {self.where}"
+        )
+
+    def _model_dropped(self, exc: RemoteError) -> bool:
+        """Load failed because the agent no longer holds the model: it says so (unknown-model: evicted since the
+        upload, or its stored copy failed verification and was quarantined), or, as agents before issue 11 did for
+        a quarantined copy, it refused the model as invalid (INVALID_ARGUMENT, no error kind) and no longer
+        lists it."""
+        if exc.kind == UNKNOWN_MODEL:
+            return True
+        if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+            return False
+        try:
+            return not self._client.model_status(self._sha).present
+        except RemoteError:
+            return False
 
     def _reopen(self, until: float) -> None:
         if not self._client.wait_ready(max(0.0, until - time.monotonic())):
