@@ -388,3 +388,14 @@ def test_memory_goes_back_after_cancelled_streams(make_agent: Callable[..., Agen
             channel.close()
     wait_for(lambda: rss(agent) - before < 64 * MiB, 5, "RSS back within 64 MiB")
     assert agent.alive()
+
+
+def test_an_agent_that_cannot_be_asked_is_not_left_running(tmp_path: Path) -> None:
+    """LocalAgent.start() that fails after the process started (here: the host speaks TLS to a plaintext
+    agent) stops that process instead of leaving it serving (and advertising) behind the caller."""
+    pki = make_lab_pki(tmp_path / "pki", "board")
+    tls_only = Credentials.load(tls_ca=pki.ca_cert, env={})
+    agent = AgentProcess(tmp_path / "store", "unaskable", advertise=False, credentials=tls_only)
+    with pytest.raises(RemoteError):
+        agent.start(timeout_s=3)
+    assert agent.proc is not None and agent.proc.poll() is not None

@@ -70,11 +70,15 @@ class LocalAgent:
                 raise RemoteError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
             if port_file.exists():
                 self.port = int(port_file.read_text())
-                with self.client(timeout_s=5) as client:
-                    # Channels to the same address share a connection; after a restart it may still be in
-                    # reconnect back-off from the old process, so wait for it before the first call.
-                    client.wait_ready(max(1.0, deadline - time.monotonic()))
-                    client.info()
+                try:
+                    with self.client(timeout_s=5) as client:
+                        # Channels to the same address share a connection; after a restart it may still be in
+                        # reconnect back-off from the old process, so wait for it before the first call.
+                        client.wait_ready(max(1.0, deadline - time.monotonic()))
+                        client.info()
+                except BaseException:  # an agent that cannot be asked (wrong credentials...) is not left running
+                    self.kill()
+                    raise
                 self.started_in_s = time.perf_counter() - started
                 return self
             time.sleep(0.01)
