@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 
 from rkfarm.remote.credentials import Credentials
 from rkfarm.remote.local import LocalAgent
@@ -93,3 +95,36 @@ def raw_call(
 
 
 __all__ = ["AgentProcess", "LabFiles", "agent_methods", "lab_pki", "raw_call", "write_token"]
+
+
+def rss(agent: LocalAgent) -> int:
+    """The agent process's resident memory in bytes."""
+    assert agent.proc is not None
+    return int(psutil.Process(agent.proc.pid).memory_info().rss)
+
+
+class PeakRss:
+    """The agent's highest RSS while the block runs, sampled every few milliseconds."""
+
+    def __init__(self, agent: LocalAgent) -> None:
+        self.agent = agent
+        self.before = rss(agent)
+        self.peak = self.before
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, rss(self.agent))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before

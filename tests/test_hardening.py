@@ -14,9 +14,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import psutil
 import pytest
-from agent_fixtures import AgentProcess
+from agent_fixtures import AgentProcess, PeakRss, rss
 
 from rkfarm.errors import InputError, RemoteError, SessionLostError
 from rkfarm.keys import make_farm_key
@@ -43,38 +42,6 @@ def with_header(package: ModelPackage, change: Callable[[package_pb2.PackageHead
     header.CopyFrom(package.header)
     change(header)
     return pack(header, package.payload)[1]
-
-
-def rss(agent: AgentProcess) -> int:
-    assert agent.proc is not None
-    return int(psutil.Process(agent.proc.pid).memory_info().rss)
-
-
-class PeakRss:
-    """The agent's highest RSS while the block runs, sampled every few milliseconds."""
-
-    def __init__(self, agent: AgentProcess) -> None:
-        self.agent = agent
-        self.before = rss(agent)
-        self.peak = self.before
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.005):
-            self.peak = max(self.peak, rss(self.agent))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.before
 
 
 def open_session(client: AgentClient, blob: bytes, name: str = "") -> str:

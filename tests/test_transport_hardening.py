@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
-from agent_fixtures import AgentProcess, agent_methods, lab_pki, raw_call, write_token
+from agent_fixtures import AgentProcess, PeakRss, agent_methods, lab_pki, raw_call, rss, write_token
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
@@ -53,32 +52,7 @@ UNKNOWN_METHODS = [
 
 # -- helpers ---------------------------------------------------------------------------------------------
 def rss_mib(agent: AgentProcess) -> float:
-    assert agent.proc is not None
-    return float(psutil.Process(agent.proc.pid).memory_info().rss) / MiB
-
-
-class PeakRss:
-    """Samples the agent's RSS every few milliseconds while in the ``with`` block."""
-
-    def __init__(self, agent: AgentProcess) -> None:
-        self.agent = agent
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_mib(self.agent))
-
-    def __enter__(self) -> PeakRss:
-        self.peak = rss_mib(self.agent)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mib(self.agent))
+    return rss(agent) / MiB
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -204,7 +178,7 @@ def test_unauthenticated_100mib_requests_are_refused_unread(token_agent: Callabl
             t.join(90)
     after = settled_rss(agent)
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 8
-    assert peak.peak - baseline <= 64, f"peak +{peak.peak - baseline:.0f} MiB"
+    assert peak.peak / MiB - baseline <= 64, f"peak +{peak.peak / MiB - baseline:.0f} MiB"
     assert after - baseline <= 32, f"after +{after - baseline:.0f} MiB"
     assert agent.alive()  # with the token, Info works
     assert "Traceback" not in agent.log()
