@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.rkfarm-installed
 MODELS_PKG := rapidocr-onnxruntime==1.4.4 nudenet==3.4.2
 
 # Heavy extras some tests need, installed for the test command only: torch 2.13.0 is the CPU build this machine
-# keeps on disk (any other version downloads several GB).
-TEST_EXTRAS := torch==2.13.0
+# keeps on disk (any other version downloads several GB); TensorFlow + tf2onnx (the TFLite/TensorFlow frontends)
+# and LiteRT (their reference interpreter) co-install with rkfarm's own pins, checked with these versions.
+TEST_EXTRAS := torch==2.13.0 tensorflow-cpu==2.21.0 tf2onnx==1.17.0 ai-edge-litert==2.3.0
 TEST_STAMP  := $(VENV)/.rkfarm-test-extras
 
 .PHONY: demo test lint typecheck unit bench proto clean

@@ -303,7 +303,7 @@ def test_positional_calls_across_the_api(work: Path, tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize(
     ("method", "args"),
-    [("optimize_onnx", ("m.onnx",)), ("codegen", ("out",)), ("load_tflite", ("m.tflite",))],
+    [("optimize_onnx", ("m.onnx",)), ("codegen", ("out",))],
 )
 def test_features_rkfarm_lacks_fail_with_the_reason(method: str, args: tuple[Any, ...]) -> None:
     rknn = RKNN()

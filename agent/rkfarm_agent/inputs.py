@@ -31,6 +31,7 @@ class _InputPlan:
     shape: tuple[int, ...]  # payload shape; -1 for a dynamic dim
     dtype: np.dtype[np.generic]
     nchw: bool
+    nhwc: bool  # a 4-D input the payload itself takes NHWC (TensorFlow, TFLite): arrays arrive as they are
     mean: Array | None  # shaped (C, 1, 1) for NCHW, else broadcastable on the last axis
     std: Array | None
 
@@ -63,6 +64,7 @@ class InputAdapter:
             t = spec.tensor
             shape = tuple(int(d) for d in t.shape)
             nchw = t.layout == common_pb2.LAYOUT_NCHW and len(shape) == 4
+            nhwc = t.layout == common_pb2.LAYOUT_NHWC and len(shape) == 4
             channels = shape[1] if nchw else (shape[-1] if shape else 1)
             mean = _channel_vector(spec.mean_values, channels, t.name, "mean_values")
             std = _channel_vector(spec.std_values, channels, t.name, "std_values")
@@ -71,7 +73,7 @@ class InputAdapter:
             if nchw:
                 mean = None if mean is None else mean.reshape(-1, 1, 1)
                 std = None if std is None else std.reshape(-1, 1, 1)
-            plans.append(_InputPlan(t.name, shape, to_numpy_dtype(t.dtype), nchw, mean, std))
+            plans.append(_InputPlan(t.name, shape, to_numpy_dtype(t.dtype), nchw, nhwc, mean, std))
         self._plans = plans
 
     @property
@@ -110,6 +112,8 @@ class InputAdapter:
             raise InputError(f"input {plan.name!r}: data_format must be 'nhwc' or 'nchw', got {fmt!r}")
         if plan.nchw:
             arr = self._to_nchw(plan, arr, fmt)
+        elif plan.nhwc:
+            arr = self._to_nhwc(plan, arr, fmt)
         elif not plan.matches(arr.shape):
             raise InputError(f"input {plan.name!r}: expected shape {shape_str(plan.shape)}, got {shape_str(arr.shape)}")
         if plan.mean is None and plan.std is None:
@@ -141,6 +145,23 @@ class InputAdapter:
             f"input {plan.name!r}: expected shape {shape_str(nhwc)} (NHWC, the default data_format) or "
             f"{shape_str(plan.shape)} with data_format='nchw', got {shape_str(arr.shape)}"
         )
+
+
+    @staticmethod
+    def _to_nhwc(plan: _InputPlan, arr: Array, fmt: object) -> Array:
+        """An NHWC payload takes NHWC arrays as they are; ``data_format='nchw'`` arrays are transposed to it."""
+        given = arr.shape
+        if arr.ndim == 3 and plan.shape[0] in (1, -1):
+            arr = arr[np.newaxis]
+        if fmt == "nchw" and arr.ndim == 4:
+            arr = arr.transpose(0, 2, 3, 1)
+        if not plan.matches(arr.shape):
+            n, h, w, c = plan.shape
+            raise InputError(
+                f"input {plan.name!r}: expected shape {shape_str(plan.shape)} (NHWC, the model's own layout) or "
+                f"{shape_str((n, c, h, w))} with data_format='nchw', got {shape_str(given)}"
+            )
+        return arr
 
 
 def per_input(value: object, count: int, what: str) -> list[object]:

@@ -30,10 +30,38 @@ def dims_of(value: onnx.ValueInfoProto) -> list[int]:
 
 
 def set_dims(value: onnx.ValueInfoProto, dims: Sequence[int]) -> None:
+    """Fix a value's dims; a dim's denotation (which dim holds channels) stays when the rank does."""
     shape = value.type.tensor_type.shape
+    denotations = [d.denotation for d in shape.dim] if len(shape.dim) == len(dims) else []
     shape.ClearField("dim")
-    for d in dims:
-        shape.dim.add().dim_value = int(d)
+    for index, d in enumerate(dims):
+        dim = shape.dim.add()
+        dim.dim_value = int(d)
+        if denotations and denotations[index]:
+            dim.denotation = denotations[index]
+
+
+# ONNX's standard dimension denotations (onnx/docs/DimensionDenotation.md): how a graph input says which of its
+# dims holds channels. Frontends of NHWC frameworks mark their image inputs so; specs.tensor_spec reads it.
+NHWC_DENOTATIONS = ("DATA_BATCH", "DATA_FEATURE", "DATA_FEATURE", "DATA_CHANNEL")
+
+
+def mark_nhwc(model: onnx.ModelProto, names: Sequence[str] | None = None) -> None:
+    """Record that 4-D graph inputs (all, or those named) are NHWC: inference then takes them as they are."""
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4 and (names is None or value.name in names):
+            for dim, denotation in zip(dims, NHWC_DENOTATIONS):
+                dim.denotation = denotation
+
+
+def is_nhwc(value: onnx.ValueInfoProto) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return len(dims) == 4 and dims[3].denotation == NHWC_DENOTATIONS[3]
+
+
+def nhwc_inputs(model: onnx.ModelProto) -> list[str]:
+    return [v.name for v in model.graph.input if is_nhwc(v)]
 
 
 def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -208,7 +236,15 @@ def simplify(model: onnx.ModelProto, level: int) -> onnx.ModelProto:
         raise BuildError(f"graph optimization (onnxslim) failed: {exc}; try config(optimization_level=0)") from None
     if not isinstance(slimmed, onnx.ModelProto):
         raise BuildError("graph optimization (onnxslim) returned no model; try config(optimization_level=0)")
-    return slimmed
+    return _keep_layouts(model, slimmed)
+
+
+def _keep_layouts(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
+    """Put back the NHWC marks a pass that rebuilds the graph (onnxslim) may drop."""
+    names = nhwc_inputs(before)
+    if names:
+        mark_nhwc(after, names)
+    return after
 
 
 def set_batch_size(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
@@ -262,7 +298,7 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:
         raise BuildError(f"float16 conversion failed: {exc}; try config(float_dtype='float32')") from None
     topological_sort(converted)
-    return converted  # type: ignore[no-any-return]
+    return _keep_layouts(model, converted)
 
 
 def _outer_reads(node: onnx.NodeProto) -> set[str]:

@@ -37,7 +37,10 @@ def tensor_spec(value: onnx.ValueInfoProto) -> common_pb2.TensorSpec:
         name = onnx.TensorProto.DataType.Name(tt.elem_type)
         raise BuildError(f"tensor {value.name!r} has type {name}, which rkfarm cannot carry") from None
     dims = graph.dims_of(value)
-    layout = common_pb2.LAYOUT_NCHW if len(dims) == 4 else common_pb2.LAYOUT_UNSPECIFIED
+    if len(dims) != 4:
+        layout = common_pb2.LAYOUT_UNSPECIFIED
+    else:
+        layout = common_pb2.LAYOUT_NHWC if graph.is_nhwc(value) else common_pb2.LAYOUT_NCHW
     return common_pb2.TensorSpec(name=value.name, dtype=dtype, shape=dims, layout=layout)
 
 

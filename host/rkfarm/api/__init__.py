@@ -138,41 +138,43 @@ class RKNN:
     @_vendor_api(-1)
     def load_pytorch(self, model: str | os.PathLike[str], input_size_list: Sequence[Sequence[int]]) -> int:
         """Load a TorchScript model (needs torch), exported to ONNX with torch's exporter."""
-        from rkfarm.frontends.others import load_pytorch
-
-        self._set_loaded(load_pytorch(model, input_size_list))
-        return 0
+        return self._load("pytorch", model, input_size_list)
 
     @_vendor_api(-1)
-    def load_tflite(self, model: str, input_is_nchw: bool = False) -> int:
-        from rkfarm.frontends.others import not_supported
-
-        raise not_supported("tflite")
+    def load_tflite(self, model: str | os.PathLike[str], input_is_nchw: bool = False) -> int:
+        """Load a TensorFlow Lite model (float or quantized); NHWC inputs stay NHWC unless ``input_is_nchw``."""
+        return self._load("tflite", model, input_is_nchw)
 
     @_vendor_api(-1)
     def load_tensorflow(
         self,
-        tf_pb: str,
+        tf_pb: str | os.PathLike[str],
         inputs: Sequence[str],
         input_size_list: Sequence[Sequence[int]],
         outputs: Sequence[str],
         input_is_nchw: bool = False,
     ) -> int:
-        from rkfarm.frontends.others import not_supported
-
-        raise not_supported("tensorflow")
-
-    @_vendor_api(-1)
-    def load_caffe(self, model: str, blobs: str | None = None, input_name: Sequence[str] | None = None) -> int:
-        from rkfarm.frontends.others import not_supported
-
-        raise not_supported("caffe")
+        """Load a frozen TensorFlow graph (.pb), cut at ``inputs``/``outputs`` with the given input shapes."""
+        return self._load("tensorflow", tf_pb, inputs, input_size_list, outputs, input_is_nchw)
 
     @_vendor_api(-1)
-    def load_darknet(self, model: str, weight: str) -> int:
-        from rkfarm.frontends.others import not_supported
+    def load_caffe(
+        self, model: str | os.PathLike[str], blobs: str | os.PathLike[str] | None = None,
+        input_name: Sequence[str] | None = None,
+    ) -> int:  # fmt: skip
+        """Load a Caffe model: the .prototxt and its .caffemodel weights (None: random weights)."""
+        return self._load("caffe", model, blobs, input_name)
 
-        raise not_supported("darknet")
+    @_vendor_api(-1)
+    def load_darknet(self, model: str | os.PathLike[str], weight: str | os.PathLike[str]) -> int:
+        """Load a Darknet model: the .cfg and its .weights."""
+        return self._load("darknet", model, weight)
+
+    def _load(self, framework: str, *args: Any) -> int:
+        from rkfarm.frontends import loader
+
+        self._set_loaded(loader(framework)(*args))
+        return 0
 
     def _check_config(self, what: str) -> None:
         """A failed config() must not let a build go on with settings the script did not ask for."""

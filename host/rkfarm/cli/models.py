@@ -1,4 +1,4 @@
-"""`rkfarm build`, `run` and `info`: packages from ONNX, inference on files, what a file is."""
+"""`rkfarm build`, `run` and `info`: packages from source models, inference on files, what a file is."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rkfarm.cli._common import DEFAULTS, _add_device_args, _add_quant_choices, _floats, _opened, _shape
+from rkfarm.cli._sources import add_source_args, load_source
 from rkfarm.config import FLOAT_DTYPES, OPTIMIZATION_LEVELS
 from rkfarm.errors import RkfarmError
 
@@ -22,17 +23,27 @@ if TYPE_CHECKING:
 def _add_build(sub: Any) -> None:
     p = sub.add_parser(
         "build",
-        help="build a model package from an ONNX model",
-        description="Load an ONNX model, optimize it (constant folding, BatchNorm folding, dead-node removal), "
-        "convert it to float16 (or keep float32) or quantize it to int8 (--quantize), and write a model package.",
-        epilog="int8 example:\n"
+        help="build a model package from an ONNX, PyTorch, Caffe, Darknet, TFLite or TensorFlow model",
+        description="Load a source model (its framework is told by the file's extension and content), optimize it "
+        "(constant folding, BatchNorm folding, dead-node removal), convert it to float16 (or keep float32) or "
+        "quantize it to int8 (--quantize), and write a model package.",
+        epilog="examples:\n"
         "  rkfarm build cls.onnx --input-size 1,3,48,192 --mean 127.5,127.5,127.5 --std 127.5,127.5,127.5 \\\n"
         "      --quantize --dataset dataset.txt --algorithm mmse --quant-cfg cls.quantization.cfg\n"
+        "  rkfarm build mobilenet_ssd.prototxt --blobs mobilenet_ssd.caffemodel --mean 127.5,127.5,127.5\n"
+        "  rkfarm build yolov3-tiny.cfg --weights yolov3-tiny.weights --std 255,255,255 --quantize --dataset ds.txt\n"
+        "  rkfarm build mobilenet_v1.tflite\n"
+        "  rkfarm build ssd.pb --inputs Preprocessor/sub --outputs concat concat_1 --input-size 1,300,300,3\n"
+        "  rkfarm build resnet18.pt --input-size 1,3,224,224\n"
         "dataset.txt: one calibration sample per line (images of the model's input size, or .npy arrays);\n"
         "relative paths start at the dataset file's folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="ONNX model file")
+    p.add_argument(
+        "model", type=Path,
+        help="source model: .onnx, .pt (TorchScript), .prototxt (Caffe), .cfg (Darknet), .tflite or .pb",
+    )  # fmt: skip
+    add_source_args(p)
     p.add_argument("-o", "--output", type=Path, help="package to write (default: MODEL with .rkfm)")
     p.add_argument("--inputs", nargs="+", metavar="NAME", help="cut the graph at these input tensors")
     p.add_argument("--outputs", nargs="+", metavar="NAME", help="cut the graph at these output tensors")
@@ -130,7 +141,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     if args.auto_hybrid and not args.quantize:
         raise RkfarmError("--auto-hybrid needs an int8 build: add --quantize --dataset FILE")
-    rknn.load_onnx(args.model, inputs=args.inputs, input_size_list=args.input_size, outputs=args.outputs)
+    load_source(rknn, args)
     rknn.build(
         do_quantization=args.quantize, dataset=args.dataset, rknn_batch_size=args.batch, auto_hybrid=args.auto_hybrid
     )

@@ -165,11 +165,13 @@ class CalibrationDataset:
     @staticmethod
     def _image_size(spec: package_pb2.InputSpec, where: str) -> tuple[int, int, int]:
         dims = list(spec.tensor.shape)
-        if spec.tensor.layout != common_pb2.LAYOUT_NCHW or len(dims) != 4 or dims[1] not in _IMAGE_MODES:
-            raise DatasetError(
-                f"{where}: input {spec.tensor.name!r} {shape_str(dims)} is not an image input; give a .npy array"
-            )
-        return dims[1], dims[2], dims[3]
+        if len(dims) == 4 and spec.tensor.layout == common_pb2.LAYOUT_NCHW and dims[1] in _IMAGE_MODES:
+            return dims[1], dims[2], dims[3]
+        if len(dims) == 4 and spec.tensor.layout == common_pb2.LAYOUT_NHWC and dims[3] in _IMAGE_MODES:
+            return dims[3], dims[1], dims[2]
+        raise DatasetError(
+            f"{where}: input {spec.tensor.name!r} {shape_str(dims)} is not an image input; give a .npy array"
+        )
 
     def _check_image(self, file: Path, spec: package_pb2.InputSpec, where: str) -> None:
         from PIL import Image, UnidentifiedImageError
@@ -200,7 +202,9 @@ class CalibrationDataset:
         """Run a zero-stride array of ``shape`` through the adapter; the other inputs get placeholders."""
         arrays: list[Array] = [np.zeros([max(1, d) for d in s.tensor.shape], np.float32) for s in self._specs]
         arrays[index] = np.broadcast_to(np.zeros((), dtype), shape)
-        formats: list[str | None] = ["nchw"] * len(arrays)
+        formats: list[str | None] = [
+            "nchw" if s.tensor.layout == common_pb2.LAYOUT_NCHW else None for s in self._specs
+        ]
         formats[index] = _npy_format(self._specs[index], shape)
         self._adapter(arrays, formats)
 
