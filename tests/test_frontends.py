@@ -15,6 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from quant_fixtures import write_dataset
+from torch_nets import resnet18
 
 from rkfarm import RKNN
 from rkfarm.cli import main
@@ -50,6 +51,7 @@ def _onnx_bytes() -> bytes:
         ("m.onnx", _onnx_bytes(), "onnx"),
         ("m.pb", _onnx_bytes(), "onnx"),  # an ONNX file with TensorFlow's extension: its bytes decide
         ("m.pb", b"\x0a\x0bPlaceholder", "tensorflow"),
+        ("m.pb", b"\x0a\x09\x0a\x01x\x12\x04name:input:0", "tensorflow"),  # Caffe's words in a binary GraphDef
         ("m.pt", b"PK\x03\x04rest", "pytorch"),
         ("m.tflite", b"\x1c\x00\x00\x00TFL3", "tflite"),
         ("model", b"\x1c\x00\x00\x00TFL3", "tflite"),  # no extension at all
@@ -75,56 +77,10 @@ def test_detect_refuses_what_it_cannot_tell(tmp_path: Path) -> None:
 
 
 # -- PyTorch -------------------------------------------------------------------------------------------------
-class Block(nn.Module):  # type: ignore[misc]
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: Any) -> Any:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
-
-
-class ResNet18(nn.Module):  # type: ignore[misc]
-    """ResNet-18 as torchvision defines it (11.7 M parameters), written out: torchvision is not installed."""
-
-    def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
-        )
-        layers, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
-            cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x: Any) -> Any:
-        y = self.layers(self.stem(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
-
-
-def _randomize_bn(net: Any, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-
-
 @pytest.fixture(scope="module")
 def resnet18_pt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     torch.manual_seed(0)
-    net = ResNet18().eval()
-    _randomize_bn(net, 1)
+    net = resnet18(seed=1)
     path = tmp_path_factory.mktemp("torch") / "resnet18.pt"
     traced = torch.jit.trace(net, torch.rand(1, 3, 224, 224))
     traced.save(str(path))

@@ -73,17 +73,31 @@ def sniff(head: bytes) -> str | None:
         return "tflite"
     if head[:4] == b"PK\x03\x04":
         return "pytorch"  # TorchScript is a zip archive
-    text = head.lstrip().lower()
-    if text.startswith((b"[net]", b"[network]")):
-        return "darknet"
-    for marker in (b"layer {", b"layer{", b"layers {", b"input:", b"name:", b"input_shape"):
-        if marker in head:
-            return "caffe"
+    if _is_text(head):  # Darknet's .cfg and Caffe's prototxt are text; protobuf binaries are not
+        text = head.lstrip().lower()
+        if text.startswith((b"[net]", b"[network]")):
+            return "darknet"
+        for marker in (b"layer {", b"layer{", b"layers {", b"input:", b"name:", b"input_shape"):
+            if marker in head:
+                return "caffe"
+        return None
     if head[:1] == b"\x08":
         return "onnx"  # ModelProto starts with ir_version (field 1, varint)
     if head[:1] == b"\x0a":
         return "tensorflow"  # GraphDef starts with a node (field 1, message)
     return None
+
+
+def _is_text(head: bytes) -> bool:
+    """Printable text (UTF-8, no control bytes but tab/newline/CR): what the two text formats look like."""
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            decoded = head[:-3].decode("utf-8")  # a multi-byte character cut at the end of the head
+        except UnicodeDecodeError:
+            return False
+    return all(c.isprintable() or c in "\t\n\r" for c in decoded)
 
 
 def detect(path: str | Path) -> Frontend:
