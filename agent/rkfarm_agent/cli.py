@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rkfarm_agent import __version__
 from rkfarm_agent.config import DEFAULT_PORT, AgentConfig, MiB
+from rkfarm_proto.errors import RkfarmError
 from rkfarm_proto.transport import MAX_MESSAGE_BYTES
 
 EPILOG = """\
@@ -130,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-crypt-level", type=int, choices=(1, 2, 3),
         default=int(str(_env("max-crypt-level", defaults.max_crypt_level))),
         help="highest encryption level to open (3: scrypt with 128 MiB per Load; 2: 32 MiB; 1: no KDF)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--custom-ops", action="append", metavar="MODULE",
+        default=[m for m in str(_env("custom-ops", "")).split(",") if m] or None,
+        help="an installed Python module whose custom-op classes (op_type, compute) models may use (repeatable); "
+        "clients never send code",
     )  # fmt: skip
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving (for scripts)")
     serve.add_argument("-v", "--verbose", action="count", default=0)
@@ -269,9 +276,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from rkfarm_agent.backends.onnxruntime import custom_ops
     from rkfarm_agent.server import AgentServer
 
-    server = AgentServer(_config(args))
+    config = _config(args)
+    if args.custom_ops:
+        ops = custom_ops.load_modules(args.custom_ops)
+        logging.getLogger("rkfarm_agent").info("custom ops from %s: %s", ", ".join(args.custom_ops), ", ".join(ops))
+    server = AgentServer(config)
     port = server.start()
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")
@@ -332,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"serve": cmd_serve, "info": cmd_info, "certs": cmd_certs}
         return commands[args.command](args)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RkfarmError) as exc:
         print(f"rkfarm-agent: error: {exc}", file=sys.stderr)
         return 1
 

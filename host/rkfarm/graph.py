@@ -11,6 +11,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from rkfarm.errors import BuildError, ModelLoadError
+from rkfarm_proto.custom_ops import CUSTOM_OP_DOMAIN
 from rkfarm_proto.tensors import shape_str
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,14 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if any(d < 0 for d in dims_of(out)):
             out.type.tensor_type.ClearField("shape")
     try:
-        return shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError / ValidationError from C++
         raise BuildError(f"shape inference failed: {exc}") from None
+    if any(n.domain == CUSTOM_OP_DOMAIN for n in inferred.graph.node):
+        from rkfarm.custom_graph import infer_custom
+
+        inferred = infer_custom(inferred)
+    return inferred
 
 
 def _value_info_map(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
@@ -293,8 +299,12 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     if quantized:
         raise BuildError(f"float16 conversion of a quantized model ({', '.join(quantized)}) would break its scales")
 
+    name_nodes(model)
+    custom = [n.name for n in model.graph.node if n.domain == CUSTOM_OP_DOMAIN]  # Python ops compute in float32
     try:
-        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+        converted = convert_float_to_float16(
+            model, keep_io_types=True, disable_shape_infer=False, node_block_list=custom or None
+        )
     except Exception as exc:
         raise BuildError(f"float16 conversion failed: {exc}; try config(float_dtype='float32')") from None
     topological_sort(converted)

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from rkfarm_proto.custom_ops import CUSTOM_OP_DOMAIN
+
 log = logging.getLogger(__name__)
 
 # op -> index of its constant weight input
@@ -128,7 +130,9 @@ def make_plan(model: onnx.ModelProto, fuse: str = "relu", per_channel: bool = Tr
     for i, node in enumerate(g.node):
         variables = [t for t in node.input if t and t not in consts]
         kind = "float"
-        if node.op_type in ELEMENTWISE_OPS and variables:
+        if node.domain == CUSTOM_OP_DOMAIN:
+            pass  # a Python custom op computes in float: int8 neighbours are dequantized into it
+        elif node.op_type in ELEMENTWISE_OPS and variables:
             roots = {root.get(t, t) for t in variables}
             if len(roots) == 1:
                 kind = "region"

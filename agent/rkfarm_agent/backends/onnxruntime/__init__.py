@@ -7,6 +7,7 @@ from importlib import metadata
 from typing import ClassVar
 
 from rkfarm_agent.backends.base import Backend, LoadedModel
+from rkfarm_agent.backends.onnxruntime import custom_ops
 from rkfarm_agent.backends.onnxruntime.model import OnnxRuntimeModel
 from rkfarm_agent.backends.onnxruntime.profile import parse_ort_profile
 from rkfarm_agent.backends.onnxruntime.session import open_session, single_core_mask, threads_for_core_mask
@@ -30,6 +31,7 @@ class OnnxRuntimeBackend(Backend):
             return ""
 
     def load(self, header: package_pb2.PackageHeader, payload: bytes, options: LoadOptions) -> LoadedModel:
+        custom_ops.require(list(header.custom_ops))  # before any work: FAILED_PRECONDITION naming the op
         return OnnxRuntimeModel(header, payload, options, serving=self.serving)
 
 

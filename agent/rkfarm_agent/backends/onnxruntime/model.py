@@ -10,6 +10,7 @@ import numpy as np
 import psutil
 
 from rkfarm_agent.backends.base import Array, LoadedModel
+from rkfarm_agent.backends.onnxruntime.custom_ops import CustomOpError
 from rkfarm_agent.backends.onnxruntime.profile import parse_ort_profile, profiled
 from rkfarm_agent.backends.onnxruntime.session import (
     SPIN,
@@ -19,6 +20,7 @@ from rkfarm_agent.backends.onnxruntime.session import (
     single_core_mask,
 )
 from rkfarm_agent.errors import BackendError
+from rkfarm_agent.inputs import InputAdapter
 from rkfarm_proto.errors import InputError
 from rkfarm_proto.records import LayerProfile, LoadOptions, MemoryReport
 from rkfarm_proto.v1 import package_pb2
@@ -58,6 +60,8 @@ class OnnxRuntimeModel(LoadedModel):
         before = _rss() if first else 0
         try:
             outputs = self._session.run(self._output_names, dict(zip(self._input_names, feeds)))
+        except CustomOpError:
+            raise
         except Exception as exc:
             # Inputs were validated before reaching here; what remains is a shape the graph itself rejects.
             raise InputError(f"ONNX Runtime rejected the inputs: {first_line(exc)}") from None
@@ -76,6 +80,11 @@ class OnnxRuntimeModel(LoadedModel):
             return str(session.end_profiling())
 
         return parse_ort_profile(profiled(run), skip_runs=1)
+
+    def make_adapter(self, header: package_pb2.PackageHeader) -> InputAdapter:
+        """rkfarm's input conversion, held to the header's dynamic_input shape sets (if any): the simulator and
+        an agent refuse the same shapes."""
+        return InputAdapter(header.inputs, header.shape_sets)
 
     def memory(self) -> MemoryReport:
         weights = int(self._header.weight_bytes) or len(self._payload)
@@ -99,7 +108,8 @@ class OnnxRuntimeModel(LoadedModel):
 
 def check_shapes(header: package_pb2.PackageHeader, payload_shapes: dict[str, list[object]]) -> None:
     """The header's input shapes must be the payload's: same rank, same size wherever both are fixed. A header
-    that says otherwise would make the agent convert, allocate and time inputs the model does not take."""
+    that says otherwise would make the agent convert, allocate and time inputs the model does not take. Every
+    dynamic_input shape set must fit the header's inputs (one shape each, same rank, same fixed dims)."""
     for spec in header.inputs:
         declared = list(spec.tensor.shape)
         actual = payload_shapes[spec.tensor.name]
@@ -110,4 +120,17 @@ def check_shapes(header: package_pb2.PackageHeader, payload_shapes: dict[str, li
             raise BackendError(
                 f"input {spec.tensor.name[:64]!r}: the package header says {declared[:8]}, the payload takes "
                 f"{actual[:8]}: the package was altered or not made by rkfarm"
+            )
+    for index, shape_set in enumerate(header.shape_sets):
+        shapes = [list(s.dims) for s in shape_set.inputs]
+        fits = len(shapes) == len(header.inputs) and all(
+            len(dims) == len(spec.tensor.shape)
+            and all(d > 0 and (s < 0 or s == d) for d, s in zip(dims, spec.tensor.shape))
+            for dims, spec in zip(shapes, header.inputs)
+        )
+        if not fits:
+            raise BackendError(
+                f"shape set {index} {str(shapes)[:120]} does not fit the header's inputs "
+                f"{[list(spec.tensor.shape)[:8] for spec in header.inputs][:8]}: the package was altered or not made "
+                "by rkfarm"
             )

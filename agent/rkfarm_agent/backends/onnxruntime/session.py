@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rkfarm_agent.backends.onnxruntime import custom_ops
 from rkfarm_agent.errors import BackendError
 from rkfarm_proto.platforms import NPU_CORE_0, NPU_CORE_ALL, NPU_CORE_AUTO, cores_in_mask
 from rkfarm_proto.v1 import package_pb2
@@ -61,7 +62,8 @@ def open_session(
     """An ``onnxruntime.InferenceSession`` on the CPU for a serialized ONNX model; BackendError if it cannot load.
 
     ``basic_optimizations``: only ONNX Runtime's basic graph rewrites (every node's output stays observable, as
-    calibration needs); ``profile_prefix``: profile every run into a trace file with that prefix.
+    calibration needs); ``profile_prefix``: profile every run into a trace file with that prefix. Custom-op nodes
+    run the implementations registered in this process (``custom_ops``); a missing one is a BackendError.
     """
     if spin not in SPIN_MODES:
         raise ValueError(f"spin must be one of {SPIN_MODES}, not {spin!r}")
@@ -82,10 +84,15 @@ def open_session(
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
+    custom = custom_ops.has_custom_nodes(model)
+    if custom:
+        model = custom_ops.bind(model)
+        so.register_custom_ops_library(custom_ops.library_path())
     try:
-        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types from C++
         raise BackendError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
+    return custom_ops.CheckedSession(session) if custom else session
 
 
 def first_line(exc: BaseException) -> str:
