@@ -84,7 +84,7 @@ def test_defaults_are_accepted() -> None:
         ({"mean_values": [["a"]]}, ConfigError, "finite numbers"),
         ({"remove_weight": True}, NotSupportedError, "remove_weight"),
         ({"compress_weight": True}, NotSupportedError, "compress_weight"),
-        ({"dynamic_input": [[[1, 3, 224, 224]]]}, NotSupportedError, "dynamic_input"),
+        ({"dynamic_input": [[[1, 3, 224, 224]], [[1, 3, 224]]]}, ConfigError, "dynamic_input"),
         ({"op_target": {"1": "cpu"}}, NotSupportedError, "op_target"),
         ({"inputs_yuv_fmt": ["nv12"]}, NotSupportedError, "inputs_yuv_fmt"),
         ({"custom_string": "x" * 2000}, ConfigError, "longer than 1024"),

@@ -6,6 +6,10 @@ Per input, unless pass-through is requested:
   * values are cast to the payload's dtype, then ``(x - mean) / std`` is applied per channel.
 Pass-through inputs skip layout and normalisation: they must already have the payload's shape.
 
+A package built with ``config(dynamic_input=...)`` has symbolic dims and a list of shape sets: the converted
+inputs (all of them together, in the payload's layout) must be one of those sets, as the vendor runtime takes only
+the shapes the model was built for; anything else is refused with the sets listed.
+
 The host simulator and the agent both call this module, so a model sees the same numbers on both.
 """
 
@@ -58,7 +62,7 @@ def _channel_vector(values: Sequence[float], channels: int, name: str, what: str
 class InputAdapter:
     """Prepared per-model conversion; build once per loaded model, call for every inference."""
 
-    def __init__(self, specs: Sequence[package_pb2.InputSpec]) -> None:
+    def __init__(self, specs: Sequence[package_pb2.InputSpec], shape_sets: Sequence[package_pb2.ShapeSet] = ()) -> None:
         plans = []
         for spec in specs:
             t = spec.tensor
@@ -75,6 +79,13 @@ class InputAdapter:
                 std = None if std is None else std.reshape(-1, 1, 1)
             plans.append(_InputPlan(t.name, shape, to_numpy_dtype(t.dtype), nchw, nhwc, mean, std))
         self._plans = plans
+        self._sets = [tuple(tuple(int(d) for d in shape.dims) for shape in s.inputs) for s in shape_sets]
+        for index, allowed in enumerate(self._sets):
+            if len(allowed) != len(plans) or not all(p.matches(shape) for p, shape in zip(plans, allowed)):
+                raise InputError(
+                    f"shape set {index} {[list(s) for s in allowed]} does not fit the inputs "
+                    f"{[shape_str(p.shape) for p in plans]}: the package header is inconsistent"
+                )
 
     @property
     def names(self) -> list[str]:
@@ -90,9 +101,38 @@ class InputAdapter:
             raise InputError(f"model takes {len(self._plans)} input(s) ({', '.join(self.names)}), got {len(arrays)}")
         formats = per_input(data_format, len(self._plans), "data_format")
         passes = per_input(pass_through, len(self._plans), "inputs_pass_through")
-        return [
+        feeds = [
             self._prepare(plan, arr, fmt, bool(pt)) for plan, arr, fmt, pt in zip(self._plans, arrays, formats, passes)
         ]
+        if self._sets:
+            self._check_set(feeds)
+        return feeds
+
+    @property
+    def shape_sets(self) -> list[tuple[tuple[int, ...], ...]]:
+        """The input shapes the model runs (config(dynamic_input)), in the payload's layout; empty: static."""
+        return list(self._sets)
+
+    def _check_set(self, feeds: Sequence[Array]) -> None:
+        given = tuple(tuple(int(d) for d in f.shape) for f in feeds)
+        if given in self._sets:
+            return
+        shown = "; ".join(
+            f"set {i}: " + ", ".join(self._user_shape(p, s) for p, s in zip(self._plans, allowed))
+            for i, allowed in enumerate(self._sets)
+        )
+        raise InputError(
+            f"input shape(s) {', '.join(self._user_shape(p, s) for p, s in zip(self._plans, given))} are not one of "
+            f"the model's dynamic_input sets ({shown}); the model runs only the shapes it was built for"
+        )
+
+    @staticmethod
+    def _user_shape(plan: _InputPlan, shape: tuple[int, ...]) -> str:
+        """A payload shape as the user passes it: NCHW image inputs take NHWC arrays by default."""
+        if plan.nchw and len(shape) == 4:
+            n, c, h, w = shape
+            return f"{plan.name!r} {shape_str((n, h, w, c))} (NHWC; {shape_str(shape)} NCHW)"
+        return f"{plan.name!r} {shape_str(shape)}"
 
     def _prepare(self, plan: _InputPlan, value: npt.ArrayLike, fmt: object, pass_through: bool) -> Array:
         arr = np.asarray(value)
@@ -110,12 +150,23 @@ class InputAdapter:
             return np.ascontiguousarray(arr, dtype=plan.dtype)
         if fmt is not None and fmt not in ("nhwc", "nchw"):
             raise InputError(f"input {plan.name!r}: data_format must be 'nhwc' or 'nchw', got {fmt!r}")
-        if plan.nchw:
-            arr = self._to_nchw(plan, arr, fmt)
-        elif plan.nhwc:
-            arr = self._to_nhwc(plan, arr, fmt)
-        elif not plan.matches(arr.shape):
-            raise InputError(f"input {plan.name!r}: expected shape {shape_str(plan.shape)}, got {shape_str(arr.shape)}")
+        try:
+            if plan.nchw:
+                arr = self._to_nchw(plan, arr, fmt)
+            elif plan.nhwc:
+                arr = self._to_nhwc(plan, arr, fmt)
+            elif not plan.matches(arr.shape):
+                raise InputError(
+                    f"input {plan.name!r}: expected shape {shape_str(plan.shape)}, got {shape_str(arr.shape)}"
+                )
+        except InputError as exc:
+            batch = plan.shape[0] if plan.shape else 1
+            if batch > 1 and (arr.ndim < len(plan.shape) or arr.shape[0] != batch):
+                raise InputError(
+                    f"{exc}: the model takes a batch of {batch} samples per run (as build(rknn_batch_size={batch}) "
+                    f"makes it); stack {batch} samples along dim 0 (np.stack / np.concatenate)"
+                ) from None
+            raise
         if plan.mean is None and plan.std is None:
             return np.ascontiguousarray(arr, dtype=plan.dtype)
         out = arr.astype(np.float32, order="C")  # a fresh C-ordered copy we may modify in place

@@ -81,9 +81,12 @@ def measure(
 
 
 def dummy_feeds(header: package_pb2.PackageHeader) -> list[Array]:
-    """Prepared zero inputs of each payload input's shape (dynamic dims taken as 1), for timing."""
+    """Prepared zero inputs of each payload input's shape (dynamic dims taken as 1), for timing. A model built
+    with dynamic_input gets its largest shape set (most elements in all), which the vendor times too."""
     feeds: list[Array] = []
-    for spec in header.inputs:
-        shape = [d if d > 0 else 1 for d in spec.tensor.shape]
+    sets = [[list(s.dims) for s in shape_set.inputs] for shape_set in header.shape_sets]
+    largest = max(sets, key=lambda shapes: sum(int(np.prod(s)) for s in shapes)) if sets else None
+    for index, spec in enumerate(header.inputs):
+        shape = largest[index] if largest else [d if d > 0 else 1 for d in spec.tensor.shape]
         feeds.append(np.zeros(shape, dtype=to_numpy_dtype(spec.tensor.dtype)))
     return feeds

@@ -169,10 +169,7 @@ class RknnConfig:
         if self.inputs_yuv_fmt is not None:
             raise NotSupportedError("inputs_yuv_fmt is not supported yet: convert YUV to RGB before inference")
         if self.dynamic_input is not None:
-            raise NotSupportedError(
-                "dynamic_input is not supported yet: build one package per input shape "
-                "with load_onnx(input_size_list=...)"
-            )
+            self.dynamic_input = _shape_sets(self.dynamic_input)
         if self.op_target:
             raise NotSupportedError("op_target is not supported: an ONNX Runtime payload has no NPU/CPU split")
         if not 0.0 < float(self.auto_hybrid_cos_thresh) <= 1.0:
@@ -216,6 +213,41 @@ def _per_input_numbers(value: object, name: str) -> list[list[float]] | None:
             raise ConfigError(f"{name}[{i}] must hold finite numbers, got {row!r}")
         out.append([float(v) for v in row])
     return out
+
+
+def _shape_sets(value: object) -> list[list[list[int]]]:
+    """``dynamic_input`` as the vendor writes it: ``[[in0_shape, in1_shape, ...], ...]``, one list per shape set
+    with one shape per model input. Checked here: what needs no model (every set has as many shapes, each input
+    the same rank in every set, positive int dims, no set twice). Against the model: at load_onnx and build."""
+    example = "e.g. dynamic_input=[[[1, 3, 224, 224]], [[1, 3, 192, 192]]]"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"dynamic_input must be a non-empty list of shape sets (one shape per input), {example}")
+    sets: list[list[list[int]]] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, (list, tuple)) or not entry or not all(isinstance(s, (list, tuple)) for s in entry):
+            raise ConfigError(
+                f"dynamic_input[{index}] must be a list with one shape per model input, got {entry!r} ({example})"
+            )
+        shapes = []
+        for shape in entry:
+            if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+                raise ConfigError(f"dynamic_input[{index}]: shape {list(shape)!r} must be a list of positive ints")
+            shapes.append([int(d) for d in shape])
+        if sets and len(shapes) != len(sets[0]):
+            raise ConfigError(
+                f"dynamic_input[{index}] has {len(shapes)} shape(s) but dynamic_input[0] has {len(sets[0])}: "
+                "every set gives one shape per model input"
+            )
+        for k, (shape, first) in enumerate(zip(shapes, sets[0] if sets else shapes)):
+            if len(shape) != len(first):
+                raise ConfigError(
+                    f"dynamic_input[{index}]: input {k} has rank {len(shape)} ({shape}) but rank {len(first)} in "
+                    f"dynamic_input[0] ({first}): only dim sizes may change between sets"
+                )
+        if shapes in sets:
+            raise ConfigError(f"dynamic_input[{index}] repeats dynamic_input[{sets.index(shapes)}] ({shapes})")
+        sets.append(shapes)
+    return sets
 
 
 def _is_number(v: object) -> bool:

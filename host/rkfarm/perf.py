@@ -1,16 +1,31 @@
-"""Performance and memory results, and the vendor-style tables eval_perf / eval_memory print."""
+"""Performance and memory results, and the vendor-style tables eval_perf / eval_memory print.
+
+A package built with ``rknn_batch_size=N`` runs N samples per inference: the report adds per-batch and
+per-sample figures. One built with ``dynamic_input`` is timed once per shape set (``evaluate``): the main figures
+are the largest set's (the vendor's MaxShape), and a section lists every set.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
-from rkfarm_proto.records import LayerTiming, MemoryReport
+from rkfarm_proto.records import LayerTiming, MemoryReport, PerfOptions
+from rkfarm_proto.tensors import shape_str, to_numpy_dtype
+from rkfarm_proto.v1 import package_pb2
+
+
+class Timed(Protocol):
+    """What ``evaluate`` needs of a runtime (``rkfarm.runtime.Runtime`` has it; perf stays below runtime)."""
+
+    def inference(self, inputs: Sequence[Any], data_format: Any, inputs_pass_through: Any) -> Any: ...
+
+    def eval_perf(self, options: PerfOptions) -> PerfData: ...
 
 
 @dataclass(frozen=True)
@@ -53,11 +68,30 @@ class PerfData:
     profiled_run_times_us: list[float] = field(default_factory=list)  # runs with the profiler on
 
 
+@dataclass(frozen=True)
+class ShapePerf:
+    """The timing of one dynamic_input shape set: its index, its input shapes (payload layout), its latency."""
+
+    index: int
+    shapes: list[list[int]]
+    stats: LatencyStats
+
+    @property
+    def fps(self) -> float:
+        return 1e6 / self.stats.median_us if self.stats.median_us > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "shapes": self.shapes, "fps": self.fps, "latency_us": asdict(self.stats)}
+
+
 class PerfReport(str):
     """eval_perf()'s result: the vendor's printable string, plus the figures as attributes.
 
     ``str(report)`` is the table the vendor returns; ``report.total_us``, ``report.fps``, ``report.stats``
-    and ``report.layers`` hold the numbers, and ``report.to_dict()`` is JSON-ready.
+    and ``report.layers`` hold the numbers, and ``report.to_dict()`` is JSON-ready. ``total_us`` and ``fps`` are
+    per inference run; with ``rknn_batch_size=N`` (``report.batch_size``) a run holds N samples:
+    ``report.per_sample_us`` and ``report.samples_per_s``. ``report.per_shape`` has one ``ShapePerf`` per
+    dynamic_input shape set (empty for a static model); the main figures are then set ``report.main_shape``'s.
     """
 
     total_us: float
@@ -66,16 +100,33 @@ class PerfReport(str):
     layers: list[LayerTiming]
     where: str
     profiled_run_times_us: list[float]
+    batch_size: int
+    per_sample_us: float
+    samples_per_s: float
+    per_shape: list[ShapePerf]
+    main_shape: int | None
 
-    def __new__(cls, data: PerfData) -> PerfReport:
+    def __new__(
+        cls,
+        data: PerfData,
+        batch_size: int = 1,
+        per_shape: Sequence[ShapePerf] = (),
+        main_shape: int | None = None,
+    ) -> PerfReport:
         stats = LatencyStats.from_samples(data.run_times_us)
-        obj = super().__new__(cls, format_perf(data, stats))
+        batch_size = max(1, int(batch_size))
+        obj = super().__new__(cls, format_perf(data, stats, batch_size, per_shape, main_shape))
         obj.stats = stats
         obj.total_us = stats.median_us
         obj.fps = 1e6 / stats.median_us if stats.median_us > 0 else math.inf
         obj.layers = list(data.layers)
         obj.where = data.where
         obj.profiled_run_times_us = list(data.profiled_run_times_us)
+        obj.batch_size = batch_size
+        obj.per_sample_us = stats.median_us / batch_size
+        obj.samples_per_s = obj.fps * batch_size
+        obj.per_shape = list(per_shape)
+        obj.main_shape = main_shape
         return obj
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,13 +134,45 @@ class PerfReport(str):
             "where": self.where,
             "total_time_us": self.total_us,
             "fps": self.fps,
+            "batch_size": self.batch_size,
+            "per_sample_us": self.per_sample_us,
+            "samples_per_s": self.samples_per_s,
             "latency_us": asdict(self.stats),
             "layers": [asdict(layer) for layer in self.layers],
             "profiled_run_times_us": self.profiled_run_times_us,
+            "per_shape": [p.to_dict() for p in self.per_shape],
+            "main_shape": self.main_shape,
         }
 
 
-def format_perf(data: PerfData, stats: LatencyStats) -> str:
+def evaluate(runtime: Timed, header: package_pb2.PackageHeader, options: PerfOptions) -> PerfReport:
+    """eval_perf on an opened package: its batch size from the header, and for a dynamic_input package one
+    measurement per shape set, on zeros of that set (pass-through, in the payload's layout); the per-layer
+    profile, if asked, is the largest set's. The largest set is timed last, so it stays the runtime's last
+    inputs (what a later plain ``runtime.eval_perf`` times, as the vendor does)."""
+    batch = int(header.rknn_batch_size) or 1
+    sets = [[[int(d) for d in s.dims] for s in shape_set.inputs] for shape_set in header.shape_sets]
+    if not sets:
+        return PerfReport(runtime.eval_perf(options), batch)
+    sizes = [sum(int(np.prod(shape)) for shape in shapes) for shapes in sets]
+    main = sizes.index(max(sizes))
+    dtypes = [to_numpy_dtype(spec.tensor.dtype) for spec in header.inputs]
+    measured: dict[int, PerfData] = {}
+    for index in [*(i for i in range(len(sets)) if i != main), main]:
+        zeros = [np.zeros(shape, dtype) for shape, dtype in zip(sets[index], dtypes)]
+        runtime.inference(zeros, None, [1] * len(zeros))
+        measured[index] = runtime.eval_perf(replace(options, per_layer=options.per_layer and index == main))
+    per_shape = [ShapePerf(i, sets[i], LatencyStats.from_samples(measured[i].run_times_us)) for i in range(len(sets))]
+    return PerfReport(measured[main], batch, per_shape, main)
+
+
+def format_perf(
+    data: PerfData,
+    stats: LatencyStats,
+    batch_size: int = 1,
+    per_shape: Sequence[ShapePerf] = (),
+    main_shape: int | None = None,
+) -> str:
     width = 118
     lines = ["=" * width, "Performance".center(width), "=" * width]
     if data.where:
@@ -119,9 +202,36 @@ def format_perf(data: PerfData, stats: LatencyStats) -> str:
         else "Total Inference Time Per Frame(us): 0",
         f"Latency over {stats.runs} runs (us): min {stats.min_us:.1f}  median {stats.median_us:.1f}  "
         f"p90 {stats.p90_us:.1f}  p99 {stats.p99_us:.1f}  max {stats.max_us:.1f}  std {stats.std_us:.1f}",
-        "=" * width,
     ]
+    if batch_size > 1 and stats.median_us > 0:
+        lines.append(
+            f"Batch {batch_size} (rknn_batch_size): {stats.median_us / 1000:.3f} ms per batch, "
+            f"{stats.median_us / batch_size / 1000:.3f} ms per sample, {1e6 * batch_size / stats.median_us:.1f} "
+            "samples/s"
+        )
+    if per_shape:
+        lines += _shape_table(per_shape, main_shape, width)
+    lines.append("=" * width)
     return "\n".join(lines)
+
+
+def _shape_table(per_shape: Sequence[ShapePerf], main_shape: int | None, width: int) -> list[str]:
+    lines = [
+        "=" * width,
+        "Per dynamic_input Shape Set (zeros, payload layout)".center(width),
+        "-" * width,
+        f"{'Set':<6}{'InputShapes':<60}{'Median(us)':>14}{'Min(us)':>12}{'FPS':>12}",
+    ]
+    for item in per_shape:
+        mark = "*" if item.index == main_shape else ""
+        shapes = " ".join(shape_str(s) for s in item.shapes)
+        lines.append(
+            f"{str(item.index) + mark:<6}{_clip(shapes, 59):<60}{item.stats.median_us:>14.1f}"
+            f"{item.stats.min_us:>12.1f}{item.fps:>12.2f}"
+        )
+    if main_shape is not None:
+        lines.append("* the largest set (the vendor's MaxShape): the figures above are its")
+    return lines
 
 
 def _ranking(layers: Sequence[LayerTiming], total: float, width: int) -> list[str]:

@@ -57,9 +57,12 @@ class CalibrationDataset:
         path: str | Path,
         specs: Sequence[package_pb2.InputSpec],
         samples: Sequence[Sequence[str | os.PathLike[str]]] | None = None,
+        *,
+        skip_unfit: bool = False,
     ) -> None:
         """Read ``path``, or, with ``samples`` (one list of files per sample, as ``accuracy_analysis`` takes
-        them), use those files and name ``path`` only in messages."""
+        them), use those files and name ``path`` only in messages. ``skip_unfit`` (one dynamic_input shape set of
+        several): a line whose .npy arrays have another shape is left out (in ``skipped``), not an error."""
         self.path = Path(path)
         self._specs = [_batch_free(s) for s in specs]
         self.model_rows = [int(s.tensor.shape[0]) if s.tensor.shape and s.tensor.shape[0] > 0 else 1 for s in specs]
@@ -68,9 +71,17 @@ class CalibrationDataset:
         self.line_rows: list[int] = []  # rows (dim 0) of the first input on each line
         self._nhwc_arrays = False
         self._listed = samples is not None
-        self.lines = self._parse() if samples is None else self._from_files(samples)
-        for line in self.lines:
-            self._check(line)
+        self.lines: list[SampleLine] = []
+        self.skipped: list[SampleLine] = []
+        for line in self._parse() if samples is None else self._from_files(samples):
+            try:
+                self._check(line)
+            except _UnfitArrayError:
+                if not skip_unfit:
+                    raise
+                self.skipped.append(line)
+                continue
+            self.lines.append(line)
         if self._nhwc_arrays:
             log.info("%s: taking NHWC .npy samples for NCHW image inputs (the vendor reads only NCHW)", self.path)
         if self._resized is not None:
@@ -184,18 +195,18 @@ class CalibrationDataset:
             raise DatasetError(f"{where}: not an image Pillow can decode") from None
         except OSError as exc:
             raise DatasetError(f"{where}: cannot read the image: {exc}") from None
-        if size != (width, height) and self._resized is None:
+        if size != (width if width > 0 else size[0], height if height > 0 else size[1]) and self._resized is None:
             self._resized = size
 
     def _check_array(self, file: Path, spec: package_pb2.InputSpec, where: str) -> int:
         arr = peek_array(file, where)
         index = next(i for i, s in enumerate(self._specs) if s is spec)
-        if _npy_format(spec, arr.shape) is None and spec.tensor.layout == common_pb2.LAYOUT_NCHW:
-            self._nhwc_arrays = True
         try:
             self._check_shape(index, arr.shape, arr.dtype)
         except InputError as exc:
-            raise DatasetError(f"{where}: {exc}") from None
+            raise _UnfitArrayError(f"{where}: {exc}") from None
+        if _npy_format(spec, arr.shape) is None and spec.tensor.layout == common_pb2.LAYOUT_NCHW:
+            self._nhwc_arrays = True
         return int(arr.shape[0]) if arr.ndim == len(spec.tensor.shape) else 1
 
     def _check_shape(self, index: int, shape: tuple[int, ...], dtype: np.dtype[np.generic]) -> None:
@@ -238,6 +249,8 @@ class CalibrationDataset:
                 arr = np.asarray(img.convert(_IMAGE_MODES[channels]), dtype=np.uint8)
         except OSError as exc:
             raise DatasetError(f"{where}: cannot decode image: {exc}") from None
+        height = height if height > 0 else arr.shape[0]  # a dynamic_input model's free dims: the image's own size
+        width = width if width > 0 else arr.shape[1]
         if arr.shape[:2] != (height, width):
             arr = np.asarray(resize_bilinear(arr, height, width), dtype=np.uint8)
         if arr.ndim == 2:
@@ -245,6 +258,10 @@ class CalibrationDataset:
         if spec.quant_img_rgb2bgr and channels >= 3:
             arr = np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=-1)
         return arr
+
+
+class _UnfitArrayError(DatasetError):
+    """A .npy sample whose shape the model's input does not take."""
 
 
 def resize_bilinear(image: Array, height: int, width: int) -> Array:

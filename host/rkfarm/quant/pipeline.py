@@ -12,12 +12,12 @@ import onnx
 
 from rkfarm import graph
 from rkfarm.config import RknnConfig
-from rkfarm.errors import BuildError
+from rkfarm.errors import BuildError, DatasetError, NotSupportedError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.quant.auto_hybrid import HybridResult, SearchOptions, search
 from rkfarm.quant.calibrators import CALIBRATORS
 from rkfarm.quant.collect import collect
-from rkfarm.quant.dataset import CalibrationDataset
+from rkfarm.quant.dataset import CalibrationDataset, SampleLine
 from rkfarm.quant.hybrid import float_plan, subgraph_layers
 from rkfarm.quant.passes import constants_to_initializers, fold_affine, fold_batchnorm
 from rkfarm.quant.plan import FUSE_POLICIES, QuantPlan, make_plan, settle_concats
@@ -54,19 +54,59 @@ class QuantOptions:
 
 
 def calibrate(model: onnx.ModelProto, cfg: RknnConfig, dataset: str, options: QuantOptions) -> Calibration:
-    """Plan and calibrate ``model`` (simplified, shape-inferred float) on ``dataset``."""
+    """Plan and calibrate ``model`` (simplified, shape-inferred float) on ``dataset``. A dynamic_input model is
+    calibrated over every shape set (``per_shape_set``), one set of parameters from the merged statistics."""
 
     model = ensure_opset(model, MIN_OPSET)
     model = graph.infer_shapes(fold_affine(fold_batchnorm(constants_to_initializers(model))))
-    data = CalibrationDataset(dataset, input_specs(model, cfg))
+    if cfg.dynamic_input is not None:
+        runs = per_shape_set(model, cfg, dataset)
+    else:
+        runs = [(model, CalibrationDataset(dataset, input_specs(model, cfg)))]
     plan = make_plan(model, options.fuse, options.per_channel)
     calibrator = CALIBRATORS[options.algorithm]()
-    collect(model, plan.activations, data, calibrator, options.memory_budget_bytes, options.max_batch)
+    for fixed, data in runs:
+        collect(fixed, plan.activations, data, calibrator, options.memory_budget_bytes, options.max_batch)
     started = time.perf_counter()
     outputs = {o.name for o in model.graph.output}
     ranges = settle_concats(plan, calibrator.compute(plan.groups, full_range=outputs))
     log.info("%s ranges for %d groups in %.2f s", options.algorithm, len(ranges), time.perf_counter() - started)
-    return Calibration(model, plan, parameter_table(model, plan, ranges), len(data))
+    samples = len({line.number for _, data in runs for line in data.lines})
+    return Calibration(model, plan, parameter_table(model, plan, ranges), samples)
+
+
+def per_shape_set(
+    model: onnx.ModelProto, cfg: RknnConfig, dataset: str
+) -> list[tuple[onnx.ModelProto, CalibrationDataset]]:
+    """The calibration runs of a dynamic_input model: per shape set, the model fixed to it and the dataset lines
+    it takes. Images are resized to each set's size and so calibrate every set; a line of .npy arrays goes to
+    the set(s) of its shapes (the vendor takes .npy of the largest set only) and must fit one. The statistics of
+    all runs merge into one set of parameters, as the payload has one for every shape."""
+    from rkfarm.dynamic import fixed_to
+
+    sets = cfg.dynamic_input or []
+    runs = []
+    used: set[int] = set()
+    skipped: dict[int, SampleLine] = {}
+    for index, shapes in enumerate(sets):
+        fixed = fixed_to(model, shapes)
+        data = CalibrationDataset(dataset, input_specs(fixed, cfg), skip_unfit=len(sets) > 1)
+        skipped.update((line.number, line) for line in data.skipped)
+        if not data.lines:
+            log.info("dynamic_input[%d] %s: no calibration sample has its shapes", index, shapes)
+            continue
+        used.update(line.number for line in data.lines)
+        runs.append((fixed, data))
+        log.info("dynamic_input[%d] %s: calibrating on %d sample(s)", index, shapes, len(data))
+    unfit = [line for number, line in sorted(skipped.items()) if number not in used]
+    if unfit:
+        raise DatasetError(
+            f"{dataset}: line {unfit[0].number}: its .npy arrays fit none of the dynamic_input shape sets "
+            f"{[list(map(list, s)) for s in sets]} ({len(unfit)} such line(s)); give arrays of one set's shapes"
+        )
+    if not runs:
+        raise DatasetError(f"{dataset}: no calibration sample fits a dynamic_input shape set")
+    return runs
 
 
 @dataclass
@@ -136,6 +176,11 @@ class QuantBuild:
         self, model: onnx.ModelProto, loaded: LoadedGraph, cfg: RknnConfig, dataset: str
     ) -> tuple[onnx.ModelProto, package_pb2.QuantizationSummary]:
         options = self.options or QuantOptions.from_config(cfg)
+        if self.search is not None and cfg.dynamic_input is not None:
+            raise NotSupportedError(
+                "auto_hybrid (and hybrid_quantization_step1's proposal) with config(dynamic_input=...) is not "
+                "supported: list the float layers with custom_hybrid, or build one shape per package"
+            )
         calibration = calibrate(model, cfg, dataset, options)
         floats: list[str] = []
         if self.custom_hybrid:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from rkfarm_proto.v1 import common_pb2 as rkfarm__proto_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drkfarm_proto/v1/package.proto\x12\trkfarm.v1\x1a\x1crkfarm_proto/v1/common.proto\"v\n\tInputSpec\x12%\n\x06tensor\x18\x01 \x01(\x0b\x32\x15.rkfarm.v1.TensorSpec\x12\x13\n\x0bmean_values\x18\x02 \x03(\x02\x12\x12\n\nstd_values\x18\x03 \x03(\x02\x12\x19\n\x11quant_img_rgb2bgr\x18\x04 \x01(\x08\"\xbf\x01\n\x13QuantizationSummary\x12\x11\n\tquantized\x18\x01 \x01(\x08\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x1b\n\x13\x63\x61libration_samples\x18\x05 \x01(\r\x12\x19\n\x11quantized_tensors\x18\x06 \x01(\r\x12\x15\n\rfloat_tensors\x18\x07 \x03(\t\x12\x14\n\x0cweights_only\x18\x08 \x01(\x08\"\\\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x04 \x01(\x0c\"\xb8\x01\n\nEncryption\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x13\n\x0b\x63rypt_level\x18\x02 \x01(\r\x12\x0b\n\x03kdf\x18\x03 \x01(\t\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\x12\x15\n\rscrypt_log2_n\x18\x05 \x01(\r\x12\x14\n\x0csegment_size\x18\x06 \x01(\r\x12\x16\n\x0eplaintext_size\x18\x07 \x01(\x04\x12\"\n\x04keys\x18\x08 \x03(\x0b\x32\x14.rkfarm.v1.SealedKey\"\xbc\x05\n\rPackageHeader\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x10\n\x08producer\x18\x02 \x01(\t\x12\x13\n\x0b\x63reated_utc\x18\x03 \x01(\t\x12\x19\n\x11source_model_name\x18\x04 \x01(\t\x12\x1b\n\x13source_model_sha256\x18\x05 \x01(\t\x12\x18\n\x10source_framework\x18\x06 \x01(\t\x12$\n\x06inputs\x18\x07 \x03(\x0b\x32\x14.rkfarm.v1.InputSpec\x12&\n\x07outputs\x18\x08 \x03(\x0b\x32\x15.rkfarm.v1.TensorSpec\x12\x17\n\x0ftarget_platform\x18\t \x01(\t\x12\x13\n\x0b\x66loat_dtype\x18\n \x01(\t\x12\x15\n\rcustom_string\x18\x0b \x01(\t\x12\x34\n\x0cquantization\x18\x0c \x01(\x0b\x32\x1e.rkfarm.v1.QuantizationSummary\x12,\n\x0cpayload_kind\x18\r \x01(\x0e\x32\x16.rkfarm.v1.PayloadKind\x12\x14\n\x0cpayload_size\x18\x0e \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x0f \x01(\t\x12)\n\nencryption\x18\x10 \x01(\x0b\x32\x15.rkfarm.v1.Encryption\x12\x14\n\x0cweight_bytes\x18\x11 \x01(\x04\x12\r\n\x05opset\x18\x12 \x01(\r\x12\x41\n\rbuild_options\x18\x13 \x03(\x0b\x32*.rkfarm.v1.PackageHeader.BuildOptionsEntry\x12\x18\n\x10\x61\x63tivation_bytes\x18\x14 \x01(\x04\x12\x13\n\x0bsingle_core\x18\x15 \x01(\x08\x1a\x33\n\x11\x42uildOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PAYLOAD_KIND_ONNX\x10\x01\x12\x15\n\x11PAYLOAD_KIND_RKNN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drkfarm_proto/v1/package.proto\x12\trkfarm.v1\x1a\x1crkfarm_proto/v1/common.proto\"v\n\tInputSpec\x12%\n\x06tensor\x18\x01 \x01(\x0b\x32\x15.rkfarm.v1.TensorSpec\x12\x13\n\x0bmean_values\x18\x02 \x03(\x02\x12\x12\n\nstd_values\x18\x03 \x03(\x02\x12\x19\n\x11quant_img_rgb2bgr\x18\x04 \x01(\x08\"1\n\x08ShapeSet\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.rkfarm.v1.InputShape\"\x1a\n\nInputShape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\"\xbf\x01\n\x13QuantizationSummary\x12\x11\n\tquantized\x18\x01 \x01(\x08\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x1b\n\x13\x63\x61libration_samples\x18\x05 \x01(\r\x12\x19\n\x11quantized_tensors\x18\x06 \x01(\r\x12\x15\n\rfloat_tensors\x18\x07 \x03(\t\x12\x14\n\x0cweights_only\x18\x08 \x01(\x08\"\\\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x18\n\x10\x65phemeral_public\x18\x02 \x01(\x0c\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x13\n\x0bwrapped_key\x18\x04 \x01(\x0c\"\xb8\x01\n\nEncryption\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x13\n\x0b\x63rypt_level\x18\x02 \x01(\r\x12\x0b\n\x03kdf\x18\x03 \x01(\t\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\x12\x15\n\rscrypt_log2_n\x18\x05 \x01(\r\x12\x14\n\x0csegment_size\x18\x06 \x01(\r\x12\x16\n\x0eplaintext_size\x18\x07 \x01(\x04\x12\"\n\x04keys\x18\x08 \x03(\x0b\x32\x14.rkfarm.v1.SealedKey\"\x92\x06\n\rPackageHeader\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12\x10\n\x08producer\x18\x02 \x01(\t\x12\x13\n\x0b\x63reated_utc\x18\x03 \x01(\t\x12\x19\n\x11source_model_name\x18\x04 \x01(\t\x12\x1b\n\x13source_model_sha256\x18\x05 \x01(\t\x12\x18\n\x10source_framework\x18\x06 \x01(\t\x12$\n\x06inputs\x18\x07 \x03(\x0b\x32\x14.rkfarm.v1.InputSpec\x12&\n\x07outputs\x18\x08 \x03(\x0b\x32\x15.rkfarm.v1.TensorSpec\x12\x17\n\x0ftarget_platform\x18\t \x01(\t\x12\x13\n\x0b\x66loat_dtype\x18\n \x01(\t\x12\x15\n\rcustom_string\x18\x0b \x01(\t\x12\x34\n\x0cquantization\x18\x0c \x01(\x0b\x32\x1e.rkfarm.v1.QuantizationSummary\x12,\n\x0cpayload_kind\x18\r \x01(\x0e\x32\x16.rkfarm.v1.PayloadKind\x12\x14\n\x0cpayload_size\x18\x0e \x01(\x04\x12\x16\n\x0epayload_sha256\x18\x0f \x01(\t\x12)\n\nencryption\x18\x10 \x01(\x0b\x32\x15.rkfarm.v1.Encryption\x12\x14\n\x0cweight_bytes\x18\x11 \x01(\x04\x12\r\n\x05opset\x18\x12 \x01(\r\x12\x41\n\rbuild_options\x18\x13 \x03(\x0b\x32*.rkfarm.v1.PackageHeader.BuildOptionsEntry\x12\x18\n\x10\x61\x63tivation_bytes\x18\x14 \x01(\x04\x12\x13\n\x0bsingle_core\x18\x15 \x01(\x08\x12\x12\n\ncustom_ops\x18\x1e \x03(\t\x12\'\n\nshape_sets\x18\x16 \x03(\x0b\x32\x13.rkfarm.v1.ShapeSet\x12\x17\n\x0frknn_batch_size\x18\x17 \x01(\r\x1a\x33\n\x11\x42uildOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*Y\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PAYLOAD_KIND_ONNX\x10\x01\x12\x15\n\x11PAYLOAD_KIND_RKNN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._loaded_options = None
   _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_PAYLOADKIND']._serialized_start=1372
-  _globals['_PAYLOADKIND']._serialized_end=1461
+  _globals['_PAYLOADKIND']._serialized_start=1537
+  _globals['_PAYLOADKIND']._serialized_end=1626
   _globals['_INPUTSPEC']._serialized_start=74
   _globals['_INPUTSPEC']._serialized_end=192
-  _globals['_QUANTIZATIONSUMMARY']._serialized_start=195
-  _globals['_QUANTIZATIONSUMMARY']._serialized_end=386
-  _globals['_SEALEDKEY']._serialized_start=388
-  _globals['_SEALEDKEY']._serialized_end=480
-  _globals['_ENCRYPTION']._serialized_start=483
-  _globals['_ENCRYPTION']._serialized_end=667
-  _globals['_PACKAGEHEADER']._serialized_start=670
-  _globals['_PACKAGEHEADER']._serialized_end=1370
-  _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._serialized_start=1319
-  _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._serialized_end=1370
+  _globals['_SHAPESET']._serialized_start=194
+  _globals['_SHAPESET']._serialized_end=243
+  _globals['_INPUTSHAPE']._serialized_start=245
+  _globals['_INPUTSHAPE']._serialized_end=271
+  _globals['_QUANTIZATIONSUMMARY']._serialized_start=274
+  _globals['_QUANTIZATIONSUMMARY']._serialized_end=465
+  _globals['_SEALEDKEY']._serialized_start=467
+  _globals['_SEALEDKEY']._serialized_end=559
+  _globals['_ENCRYPTION']._serialized_start=562
+  _globals['_ENCRYPTION']._serialized_end=746
+  _globals['_PACKAGEHEADER']._serialized_start=749
+  _globals['_PACKAGEHEADER']._serialized_end=1535
+  _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._serialized_start=1484
+  _globals['_PACKAGEHEADER_BUILDOPTIONSENTRY']._serialized_end=1535
 # @@protoc_insertion_point(module_scope)

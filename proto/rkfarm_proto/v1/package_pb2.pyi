@@ -29,6 +29,18 @@ class InputSpec(_message.Message):
     quant_img_rgb2bgr: bool
     def __init__(self, tensor: _Optional[_Union[_common_pb2.TensorSpec, _Mapping]] = ..., mean_values: _Optional[_Iterable[float]] = ..., std_values: _Optional[_Iterable[float]] = ..., quant_img_rgb2bgr: _Optional[bool] = ...) -> None: ...
 
+class ShapeSet(_message.Message):
+    __slots__ = ("inputs",)
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedCompositeFieldContainer[InputShape]
+    def __init__(self, inputs: _Optional[_Iterable[_Union[InputShape, _Mapping]]] = ...) -> None: ...
+
+class InputShape(_message.Message):
+    __slots__ = ("dims",)
+    DIMS_FIELD_NUMBER: _ClassVar[int]
+    dims: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dims: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class QuantizationSummary(_message.Message):
     __slots__ = ("quantized", "dtype", "algorithm", "method", "calibration_samples", "quantized_tensors", "float_tensors", "weights_only")
     QUANTIZED_FIELD_NUMBER: _ClassVar[int]
@@ -82,7 +94,7 @@ class Encryption(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., crypt_level: _Optional[int] = ..., kdf: _Optional[str] = ..., salt: _Optional[bytes] = ..., scrypt_log2_n: _Optional[int] = ..., segment_size: _Optional[int] = ..., plaintext_size: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[SealedKey, _Mapping]]] = ...) -> None: ...
 
 class PackageHeader(_message.Message):
-    __slots__ = ("format_version", "producer", "created_utc", "source_model_name", "source_model_sha256", "source_framework", "inputs", "outputs", "target_platform", "float_dtype", "custom_string", "quantization", "payload_kind", "payload_size", "payload_sha256", "encryption", "weight_bytes", "opset", "build_options", "activation_bytes", "single_core")
+    __slots__ = ("format_version", "producer", "created_utc", "source_model_name", "source_model_sha256", "source_framework", "inputs", "outputs", "target_platform", "float_dtype", "custom_string", "quantization", "payload_kind", "payload_size", "payload_sha256", "encryption", "weight_bytes", "opset", "build_options", "activation_bytes", "single_core", "custom_ops", "shape_sets", "rknn_batch_size")
     class BuildOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +123,9 @@ class PackageHeader(_message.Message):
     BUILD_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_BYTES_FIELD_NUMBER: _ClassVar[int]
     SINGLE_CORE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_OPS_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_SETS_FIELD_NUMBER: _ClassVar[int]
+    RKNN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     producer: str
     created_utc: str
@@ -132,4 +147,7 @@ class PackageHeader(_message.Message):
     build_options: _containers.ScalarMap[str, str]
     activation_bytes: int
     single_core: bool
-    def __init__(self, format_version: _Optional[int] = ..., producer: _Optional[str] = ..., created_utc: _Optional[str] = ..., source_model_name: _Optional[str] = ..., source_model_sha256: _Optional[str] = ..., source_framework: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ..., target_platform: _Optional[str] = ..., float_dtype: _Optional[str] = ..., custom_string: _Optional[str] = ..., quantization: _Optional[_Union[QuantizationSummary, _Mapping]] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., weight_bytes: _Optional[int] = ..., opset: _Optional[int] = ..., build_options: _Optional[_Mapping[str, str]] = ..., activation_bytes: _Optional[int] = ..., single_core: _Optional[bool] = ...) -> None: ...
+    custom_ops: _containers.RepeatedScalarFieldContainer[str]
+    shape_sets: _containers.RepeatedCompositeFieldContainer[ShapeSet]
+    rknn_batch_size: int
+    def __init__(self, format_version: _Optional[int] = ..., producer: _Optional[str] = ..., created_utc: _Optional[str] = ..., source_model_name: _Optional[str] = ..., source_model_sha256: _Optional[str] = ..., source_framework: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_common_pb2.TensorSpec, _Mapping]]] = ..., target_platform: _Optional[str] = ..., float_dtype: _Optional[str] = ..., custom_string: _Optional[str] = ..., quantization: _Optional[_Union[QuantizationSummary, _Mapping]] = ..., payload_kind: _Optional[_Union[PayloadKind, str]] = ..., payload_size: _Optional[int] = ..., payload_sha256: _Optional[str] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., weight_bytes: _Optional[int] = ..., opset: _Optional[int] = ..., build_options: _Optional[_Mapping[str, str]] = ..., activation_bytes: _Optional[int] = ..., single_core: _Optional[bool] = ..., custom_ops: _Optional[_Iterable[str]] = ..., shape_sets: _Optional[_Iterable[_Union[ShapeSet, _Mapping]]] = ..., rknn_batch_size: _Optional[int] = ...) -> None: ...
