@@ -113,12 +113,7 @@ class SessionManager:
                 raise
             model = backend.load(package.header, payload, options)
             del payload
-            header = package_pb2.PackageHeader()
-            header.CopyFrom(package.header)
-            io = model.describe_io() if not header.inputs else None
-            if io is not None:  # a vendor .rknn: the runtime knows its inputs and outputs, the header does not
-                header.inputs.extend(io[0])
-                header.outputs.extend(io[1])
+            header = described_header(package.header, model)
             lease = min(self._max_lease, lease_s if lease_s > 0 else self._default_lease)
             session = Session(
                 id=secrets.token_hex(12),
@@ -219,6 +214,18 @@ class SessionManager:
                 log.exception("session reaper failed")
 
 
+def described_header(header: package_pb2.PackageHeader, model: LoadedModel) -> package_pb2.PackageHeader:
+    """A copy of a package's header for its opened ``model``: a vendor .rknn's header names no inputs or outputs
+    (the runtime knows them, the header does not), so they are filled in from the runtime."""
+    described = package_pb2.PackageHeader()
+    described.CopyFrom(header)
+    io = model.describe_io() if not described.inputs else None
+    if io is not None:
+        described.inputs.extend(io[0])
+        described.outputs.extend(io[1])
+    return described
+
+
 def check_input_sizes(header: package_pb2.PackageHeader, max_bytes: int) -> None:
     """Refuse a header whose inputs could not travel in one message (``max_bytes``): every input the agent
     allocates for a model (eval_perf's zeros) is bounded by what a client could send, decided before any
@@ -234,3 +241,13 @@ def check_input_sizes(header: package_pb2.PackageHeader, max_bytes: int) -> None
                 f"input {tensor.name[:64]!r} of shape {list(tensor.shape)[:8]} takes {size} bytes, more than one "
                 f"message may carry ({max_bytes} bytes, rkfarm-agent serve --max-message): refused"
             )
+    for index, shape_set in enumerate(header.shape_sets):  # dynamic_input: eval_perf's zeros take the largest
+        for spec, shape in zip(header.inputs, shape_set.inputs):
+            size = to_numpy_dtype(spec.tensor.dtype).itemsize
+            for dim in shape.dims:
+                size *= max(1, int(dim))
+            if size > max_bytes:
+                raise PackageError(
+                    f"shape set {index}: input {spec.tensor.name[:64]!r} of shape {list(shape.dims)[:8]} takes "
+                    f"{size} bytes, more than one message may carry ({max_bytes} bytes): refused"
+                )
