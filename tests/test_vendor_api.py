@@ -177,6 +177,10 @@ CHANGES: dict[str, Check] = {
         < package_of(build(w, "dead.onnx", False)).header.weight_bytes
     ),
     "quantize_weight": lambda w: _check(_header(w, False, quantize_weight=True).quantization.weights_only),
+    "dynamic_input": lambda w: _check(
+        [list(i.dims) for i in _header(w, False, dynamic_input=[[[1, 3, SIZE, SIZE]]]).shape_sets[0].inputs]
+        == [[1, 3, SIZE, SIZE]]
+    ),
     "auto_hybrid_cos_thresh": lambda w: _check(
         _hybrid_layers(w, auto_hybrid_cos_thresh=0.5) == 0 < _hybrid_layers(w, auto_hybrid_cos_thresh=1.0)
     ),
@@ -191,7 +195,6 @@ REFUSED: dict[str, Any] = {
     "remove_weight": True,
     "compress_weight": True,
     "inputs_yuv_fmt": ["nv12"],
-    "dynamic_input": [[[1, 3, SIZE, SIZE]], [[1, 3, 8, 8]]],
     "op_target": {"conv1": "cpu"},
     "remove_reshape": True,
     "sparse_infer": True,
@@ -303,7 +306,7 @@ def test_positional_calls_across_the_api(work: Path, tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize(
     ("method", "args"),
-    [("optimize_onnx", ("m.onnx",)), ("codegen", ("out",))],
+    [("optimize_onnx", ("m.onnx",))],
 )
 def test_features_rkfarm_lacks_fail_with_the_reason(method: str, args: tuple[Any, ...]) -> None:
     rknn = RKNN()

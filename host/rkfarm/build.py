@@ -11,6 +11,7 @@ import onnx
 
 from rkfarm import __version__, graph, prequant
 from rkfarm.config import RknnConfig
+from rkfarm.custom_graph import custom_types
 from rkfarm.errors import BuildError, NotSupportedError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.specs import input_specs, tensor_spec
@@ -28,20 +29,49 @@ Quantizer = Callable[
 def prepare(
     loaded: LoadedGraph, cfg: RknnConfig, rknn_batch_size: int | None = None
 ) -> tuple[onnx.ModelProto, list[package_pb2.InputSpec]]:
-    """The loaded model after the graph passes (batch size, onnxslim by level, shapes), and its input specs."""
+    """The loaded model after the graph passes (batch size or dynamic_input shape sets, onnxslim by level,
+    shapes), and its input specs. A batched model is checked against batch-1 runs (``rkfarm.batch``), a dynamic
+    one run once per shape set (``rkfarm.dynamic``)."""
     model = loaded.model
-    if rknn_batch_size is not None:
-        if not isinstance(rknn_batch_size, int) or rknn_batch_size < 1:
-            raise BuildError(f"rknn_batch_size must be a positive int, got {rknn_batch_size!r}")
-        if rknn_batch_size > 1:
-            model = graph.set_batch_size(model, rknn_batch_size)
+    batch = _batch_size(rknn_batch_size)
+    if batch > 1 and cfg.dynamic_input is not None:
+        raise NotSupportedError(
+            f"build(rknn_batch_size={batch}) together with config(dynamic_input=...) is not supported: give the "
+            "batch in the shape sets instead (e.g. [[4, 3, 224, 224]]) for a model whose batch dim is dynamic"
+        )
+    if batch > 1:
+        from rkfarm.batch import set_batch
+
+        model = set_batch(model, batch)
+    if cfg.dynamic_input is not None:
+        from rkfarm.dynamic import apply_sets
+
+        model = apply_sets(model, cfg.dynamic_input)
     specs = input_specs(model, cfg)  # validate mean/std before any long work
     model = graph.simplify(model, cfg.optimization_level)
     if cfg.model_pruning:
         from rkfarm.pruning import prune_dead_channels
 
         model = prune_dead_channels(model)
-    return graph.infer_shapes(model), specs
+    model = graph.infer_shapes(model)
+    if batch > 1:
+        from rkfarm.batch import verify
+
+        verify(loaded.model, model, batch)
+    if cfg.dynamic_input is not None:
+        from rkfarm.dynamic import check_runs
+
+        check_runs(model, cfg.dynamic_input)
+    return model, specs
+
+
+def _batch_size(rknn_batch_size: object) -> int:
+    """build()'s rknn_batch_size as the vendor takes it: None (or 1) for the model's own batch, else N > 1."""
+    if rknn_batch_size is None:
+        return 1
+    if not isinstance(rknn_batch_size, int) or isinstance(rknn_batch_size, bool) or rknn_batch_size < 1:
+        raise BuildError(f"rknn_batch_size must be a positive int, got {rknn_batch_size!r}")
+    return rknn_batch_size
 
 
 def build_package(
@@ -76,7 +106,7 @@ def build_package(
         model, summary = quantize_weights(model, cfg)
     elif cfg.float_dtype == "float16":
         model = graph.to_float16(model)
-    return package_model(model, loaded, cfg, specs, summary, started)
+    return package_model(model, loaded, cfg, specs, summary, started, rknn_batch_size=_batch_size(rknn_batch_size))
 
 
 def package_model(
@@ -86,10 +116,18 @@ def package_model(
     specs: list[package_pb2.InputSpec],
     summary: package_pb2.QuantizationSummary,
     started: float | None = None,
+    *,
+    rknn_batch_size: int = 1,
 ) -> ModelPackage:
-    """The package of a finished payload model: header (inputs, outputs, options, memory plan) + ONNX bytes."""
+    """The package of a finished payload model: header (inputs, outputs, options, memory plan, dynamic_input
+    shape sets, batch size) + ONNX bytes."""
     model = graph.infer_shapes(model)
     graph.name_nodes(model)
+    planned = model
+    if cfg.dynamic_input is not None:
+        from rkfarm.dynamic import fixed_to, largest
+
+        planned = fixed_to(model, cfg.dynamic_input[largest(cfg.dynamic_input)])  # the vendor's MaxShape
     header = package_pb2.PackageHeader(
         producer=f"rkfarm {__version__}",
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -104,11 +142,17 @@ def package_model(
         quantization=summary,
         payload_kind=package_pb2.PAYLOAD_KIND_ONNX,
         weight_bytes=graph.weight_bytes(model),
-        activation_bytes=graph.activation_peak_bytes(model),
+        activation_bytes=graph.activation_peak_bytes(planned),
         opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
         build_options=cfg.as_record(),
         single_core=cfg.single_core_mode,
+        custom_ops=custom_types(model),
+        rknn_batch_size=rknn_batch_size if rknn_batch_size > 1 else 0,
     )
+    if cfg.dynamic_input is not None:
+        from rkfarm.dynamic import shape_sets_proto
+
+        header.shape_sets.extend(shape_sets_proto(cfg.dynamic_input))
     payload = model.SerializeToString()
     full, _ = pack(header, payload)
     log.info(

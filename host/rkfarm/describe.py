@@ -59,6 +59,10 @@ def describe_file(path: Path) -> dict[str, Any]:
     if kind == "rkfm":
         package = read_package(path)
         info["header"] = header_dict(package.header)
+        if package.header.payload_kind == package_pb2.PAYLOAD_KIND_RKNN and not package.encrypted:
+            from rkfarm.packages import vendor_rknn_metadata
+
+            info["rknn_metadata"] = vendor_rknn_metadata(package.payload)
         return info
     if kind in ("rknn", "rknn-encrypted"):
         info["rknn_format_version"] = vendor_rknn_version(prefix)
@@ -66,7 +70,12 @@ def describe_file(path: Path) -> dict[str, Any]:
             "vendor RKNN-Toolkit2 model: runs only on the vendor runtime librknnrt (a board agent with the "
             "rknnrt backend); rkfarm can send it to such an agent but cannot simulate it"
         )
-        info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        info["sha256"] = hashlib.sha256(data).hexdigest()
+        if kind == "rknn":
+            from rkfarm.packages import vendor_rknn_metadata
+
+            info["rknn_metadata"] = vendor_rknn_metadata(data)
         return info
     if kind == "onnx":
         info["note"] = "ONNX model: build a package from it with `rkfarm build` (or RKNN.load_onnx + build)"
@@ -97,6 +106,16 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"  {info['note']}")
         if info.get("rknn_format_version") is not None:
             lines.append(f"  RKNN file format version: {info['rknn_format_version']}")
+        meta = info.get("rknn_metadata")
+        if meta:
+            lines.append(f"  toolkit version:  {meta.get('toolkit_version') or 'unknown'}")
+            lines.append(f"  compiler version: {meta.get('compiler_version') or 'unknown'}")
+            lines.append(f"  target platform:  {', '.join(meta.get('target_platforms') or []) or 'unknown'}")
+            for side in ("inputs", "outputs"):
+                for t in meta.get(side) or []:
+                    lines.append(f"  {side[:-1]}: {t['name']} {t['dtype'] or ''}{shape_str(t['shape'] or [])}")
+        elif info["format"] == "rknn":
+            lines.append("  toolkit version and target platform: not readable (an unknown .rknn layout)")
         return "\n".join(lines)
     h = info["header"]
     q = h.get("quantization", {})
@@ -133,4 +152,8 @@ def format_info(info: dict[str, Any]) -> str:
     if h.get("build_options"):
         opts = ", ".join(f"{k}={v}" for k, v in sorted(h["build_options"].items()))
         lines.append(f"  build options:   {opts}")
+    meta = info.get("rknn_metadata")
+    if meta:
+        platforms = ", ".join(meta.get("target_platforms") or []) or "unknown"
+        lines.append(f"  vendor .rknn:    RKNN-Toolkit2 {meta.get('toolkit_version') or 'unknown'}, for {platforms}")
     return "\n".join(lines)

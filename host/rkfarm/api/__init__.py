@@ -94,6 +94,7 @@ class RKNN:
         self._config = RknnConfig()
         self._config_error: RkfarmError | None = None
         self._loaded: LoadedGraph | None = None
+        self._custom_op_types: list[str] = []
         self._package: ModelPackage | None = None
         self._runtime: Runtime | None = None
         self._perf_debug = False
@@ -129,10 +130,26 @@ class RKNN:
         input_initial_val: Sequence[npt.ArrayLike | None] | None = None,
         outputs: Sequence[str] | None = None,
     ) -> int:
-        """Load an ONNX model, optionally cut at ``inputs``/``outputs`` and with dims fixed."""
-        from rkfarm.frontends.onnx import load_onnx
+        """Load an ONNX model, optionally cut at ``inputs``/``outputs`` and with dims fixed. Nodes whose op type was
+        registered with ``reg_custom_op()`` run the registered class."""
+        from rkfarm.frontends.onnx import load_onnx, read_onnx
 
-        self._set_loaded(load_onnx(model, inputs, input_size_list, input_initial_val, outputs))
+        if self._config.dynamic_input is not None:  # the shape sets settle the dynamic dims (rkfarm.dynamic)
+            from rkfarm.dynamic import load_onnx_dynamic
+
+            proto, name, digest = read_onnx(model, custom_op_types=self._custom_op_types)
+            sets = self._config.dynamic_input
+            loaded = load_onnx_dynamic(proto, sets, inputs, input_size_list, input_initial_val, outputs)
+            loaded.source_name, loaded.source_sha256 = name, digest
+            self._set_loaded(loaded)
+            return 0
+        if not self._custom_op_types:
+            self._set_loaded(load_onnx(model, inputs, input_size_list, input_initial_val, outputs))
+            return 0
+        proto, name, digest = read_onnx(model, custom_op_types=self._custom_op_types)
+        loaded = load_onnx(proto, inputs, input_size_list, input_initial_val, outputs)
+        loaded.source_name, loaded.source_sha256 = name, digest
+        self._set_loaded(loaded)
         return 0
 
     @_vendor_api(-1)
@@ -202,8 +219,14 @@ class RKNN:
         dataset: str | None = None,
         rknn_batch_size: int | None = None,
         auto_hybrid: bool = False,
+        *,
+        compiler: str = "rkfarm",
     ) -> int:
         """Optimize the loaded model and make the package: float16 by default, int8 with a dataset.
+
+        ``compiler='vendor'`` (rkfarm extension): rkfarm calibrates, the vendor's RKNN-Toolkit2 (its side
+        environment) compiles a ``.rknn`` for the NPU with rkfarm's ranges, wrapped in the package
+        (``rkfarm.vendor.bridge``).
 
         ``auto_hybrid=True`` keeps the fewest layers in float for the output to reach
         ``config(auto_hybrid_cos_thresh=..., auto_hybrid_euc_thresh=...)`` (see ``rkfarm.quant.auto_hybrid``);
@@ -214,6 +237,16 @@ class RKNN:
         self._check_config("build()")
         if self._loaded is None:
             raise StateError("build() needs a model: call load_onnx() (or another load_*) first")
+        if compiler != "rkfarm":  # rkfarm's calibration, another compiler
+            from rkfarm.vendor import build_for
+
+            self._close_runtime()
+            self._quant = self._hybrid = None
+            vendor = build_for(
+                compiler, self._loaded, self._config, do_quantization, dataset, rknn_batch_size, auto_hybrid
+            )
+            self._package = vendor.package
+            return 0
         search = None
         if auto_hybrid:
             if not do_quantization:
@@ -359,9 +392,10 @@ class RKNN:
 
     @_vendor_api(-1)
     def export_rknn(self, export_path: str | os.PathLike[str], **kwargs: Any) -> int:
-        """Write the built or loaded model package to ``export_path`` (atomically)."""
-        if kwargs.pop("cpp_gen_cfg", None):
-            log.warning("export_rknn: 'cpp_gen_cfg' is deprecated by the vendor and ignored by rkfarm")
+        """Write the built or loaded model package to ``export_path`` (atomically). ``cpp_gen_cfg=True`` (the
+        vendor's older spelling of codegen()) also writes the demo project into ``rknn_deploy_demo/`` beside the
+        file, replacing an earlier rkfarm demo there (any other non-empty folder is refused)."""
+        cpp_gen_cfg = bool(kwargs.pop("cpp_gen_cfg", False))
         if kwargs:
             raise StateError(f"export_rknn: unknown parameter(s) {sorted(kwargs)}")
         package = self._require_package("export_rknn()")
@@ -370,6 +404,10 @@ class RKNN:
             log.info("export_rknn: %s has no %s extension (the content is an rkfarm package)", path, FILE_EXTENSION)
         write_package(path, package.header, package.payload)
         log.info("exported %s (%d bytes of payload)", path, len(package.payload))
+        if cpp_gen_cfg:
+            from rkfarm.codegen import EXPORT_FOLDER, generate
+
+            generate(package, path.parent / EXPORT_FOLDER, replace_demo=True)
         return 0
 
     def export(self, export_path: str | os.PathLike[str], cpp_gen_cfg: bool = False) -> int:
@@ -479,11 +517,16 @@ class RKNN:
     def eval_perf(
         self, is_print: bool = True, fix_freq: bool = True, *, runs: int = PERF_RUNS, warmup: int = PERF_WARMUP
     ) -> PerfReport | None:
-        """Time the model; per-layer table when init_runtime(perf_debug=True). Returns a PerfReport (a str)."""
+        """Time the model; per-layer table when init_runtime(perf_debug=True). Returns a PerfReport (a str).
+        A model built with rknn_batch_size=N also reports per-sample figures; one built with dynamic_input is timed
+        once per shape set (``report.per_shape``; the main figures are the largest set's, as the vendor's)."""
+        from rkfarm.perf import evaluate
+
         runtime = self._require_runtime("eval_perf()")
+        package = self._require_package("eval_perf()")
         if runs < 1 or warmup < 0:
             raise StateError("eval_perf: runs must be >= 1 and warmup >= 0")
-        report = PerfReport(runtime.eval_perf(PerfOptions(runs, warmup, self._perf_debug)))
+        report = evaluate(runtime, package.header, PerfOptions(runs, warmup, self._perf_debug))
         if is_print:
             print(report)
         return report
@@ -524,7 +567,19 @@ class RKNN:
     # -- vendor features outside rkfarm's scope --------------------------------------------------------
     @_vendor_api(-1)
     def reg_custom_op(self, custom_op: object) -> int:
-        raise NotSupportedError("custom ops are not supported: express the op with standard ONNX ops")
+        """Register a custom op, as the vendor's: an object (or class) with ``op_type`` and
+        ``compute(node, inputs) -> [outputs]``, plus ``shape_infer(node, in_shapes, in_dtypes) -> (out_shapes,
+        out_dtypes)`` for a ``cst*`` type. Call it before load_onnx(). A ``cst*`` type is a new op; a standard ONNX
+        type replaces that op's implementation in the models this object loads. The class runs in this process
+        (simulator, calibration, analysis); a board runs it only from a module installed there
+        (``rkfarm-agent serve --custom-ops MODULE``), never from the network. Registrations are per process."""
+        from rkfarm.runtime import custom_ops
+
+        op_type = custom_ops.register(custom_op)
+        if op_type not in self._custom_op_types:
+            self._custom_op_types.append(op_type)
+        log.info("registered custom op %s", op_type)
+        return 0
 
     @_vendor_api(-1)
     def optimize_onnx(
@@ -538,7 +593,14 @@ class RKNN:
 
     @_vendor_api(-1)
     def codegen(self, output_path: str, inputs: Sequence[str] | None = None, overwrite: bool = False) -> int:
-        raise NotSupportedError("codegen (C++ demo generation) is not supported")
+        """Write a demo project for the built or loaded model into ``output_path``: for a vendor .rknn a C++
+        CMake project over librknnrt's C API, otherwise a Python one over rkfarm_agent.lite.RKNNLite (see
+        ``rkfarm.codegen``). ``inputs``: one .npy or image per model input, copied in; a non-empty folder is
+        refused unless ``overwrite``."""
+        from rkfarm.codegen import generate
+
+        generate(self._require_package("codegen()"), output_path, inputs, overwrite)
+        return 0
 
     # -- teardown --------------------------------------------------------------------------------------
     def _close_runtime(self) -> None:

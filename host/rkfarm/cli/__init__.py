@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rkfarm import __version__
-from rkfarm.cli import boards, crypto, models, quant
+from rkfarm.cli import boards, codegen, crypto, models, quant, vendor
 from rkfarm.errors import RkfarmError
 
 EPILOG = """\
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rkfarm {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for commands in (models, boards, quant, crypto):
+    for commands in (models, boards, quant, crypto, codegen, vendor):
         commands.register(sub)
     return parser
 

@@ -86,6 +86,11 @@ def _add_build(sub: Any) -> None:
         ".quantization.cfg shape",
     )
     p.add_argument("--batch", type=int, metavar="N", help="build for batch N (rknn_batch_size)")
+    p.add_argument(
+        "--compiler", choices=("rkfarm", "vendor"), default="rkfarm",
+        help="vendor: rkfarm calibrates, the vendor's RKNN-Toolkit2 (`rkfarm vendor setup`) compiles a .rknn for "
+        "the NPU with rkfarm's ranges, wrapped in the package (needs --target)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the package header as JSON")
     p.set_defaults(func=cmd_build)
 
@@ -141,9 +146,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     if args.auto_hybrid and not args.quantize:
         raise RkfarmError("--auto-hybrid needs an int8 build: add --quantize --dataset FILE")
+    if args.quant_cfg and args.compiler != "rkfarm":
+        raise RkfarmError("--quant-cfg writes rkfarm's own int8 model's parameters: not with --compiler vendor")
     load_source(rknn, args)
     rknn.build(
-        do_quantization=args.quantize, dataset=args.dataset, rknn_batch_size=args.batch, auto_hybrid=args.auto_hybrid
+        do_quantization=args.quantize,
+        dataset=args.dataset,
+        rknn_batch_size=args.batch,
+        auto_hybrid=args.auto_hybrid,
+        compiler=args.compiler,
     )
     if rknn.hybrid_result is not None:
         print(f"auto hybrid: {rknn.hybrid_result.describe()}", file=sys.stderr)
