@@ -14,8 +14,10 @@ after one warm-up (the first TensorFlow import, ~3 s, is not counted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @dataclass
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp) / name
             folder.mkdir()
             case = CASES[name]
-            load, reference, ref_name = case.make(folder)
+            with contextlib.redirect_stdout(sys.stderr):  # Keras prints its saved signatures
+                load, reference, ref_name = case.make(folder)
             row: dict[str, Any] = {"model": name, "framework": case.framework, "rkfarm_s": _median_s(load, args.repeat)}
             if reference is not None:
                 row["reference"] = ref_name

@@ -554,6 +554,32 @@ def test_vendor_style_tflite_script(mobilenet: tuple[Path, Path, list[str], list
     assert cos > 0.95
 
 
+@pytest.mark.slow
+def test_vendor_style_pb_script_cut_at_preprocessor(files: Path, convnet: Any, tmp_path: Path) -> None:
+    """The vendor's ssd_mobilenet_v1 example flow: a frozen .pb cut at Preprocessor/sub, flat mean/std doing the
+    normalization that was cut off, int8 build, export, inference on NHWC images; only the import changed."""
+    pb, outs = tfm.preprocessing_pb(convnet, tmp_path / "ssd_like.pb", 32)
+    dataset = write_dataset(tmp_path / "cal", _images(16, 32, seed=21))
+    img = _images(1, 32, seed=22)[0]
+    (want,) = tfm.tf_run(pb, {"Preprocessor/sub": ((img.astype(np.float32) - NORM) / NORM)[None]}, outs)
+
+    rknn = RKNN(verbose=False)
+    assert rknn.config(mean_values=[NORM, NORM, NORM], std_values=[NORM, NORM, NORM], target_platform="rk3588") == 0
+    assert rknn.load_tensorflow(tf_pb=str(pb), inputs=["Preprocessor/sub"], outputs=outs,
+                                input_size_list=[[32, 32, 3]]) == 0  # fmt: skip
+    assert rknn.build(do_quantization=True, dataset=str(dataset)) == 0
+    assert rknn.export_rknn(str(tmp_path / "ssd_like.rknn")) == 0
+    assert rknn.init_runtime() == 0
+    outputs = rknn.inference(inputs=[img])
+    assert rknn.package is not None and rknn.package.header.quantization.quantized
+    rknn.release()
+    assert outputs is not None
+    cos = cosine(outputs[0], want)
+    assert not np.allclose(outputs[0], want, rtol=0, atol=1e-7)  # int8: close, not the float result itself
+    print(f"cut .pb int8 (16 calibration images) cosine vs TensorFlow float: {cos:.4f}")
+    assert cos > 0.98
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rkfarm.cli", *args], capture_output=True, text=True, timeout=300)
 

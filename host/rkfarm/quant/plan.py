@@ -105,6 +105,16 @@ def constant_names(model: onnx.ModelProto) -> set[str]:
     return {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
 
 
+def constant_derived(model: onnx.ModelProto, consts: set[str]) -> set[str]:
+    """``consts`` and every tensor computed from constants alone: the same value for every input."""
+    derived = set(consts)
+    for node in model.graph.node:
+        reads = [t for t in node.input if t]
+        if reads and all(t in derived for t in reads) and not node.op_type.startswith("Random"):
+            derived.update(o for o in node.output if o)
+    return derived
+
+
 def float_tensors(model: onnx.ModelProto) -> set[str]:
     """Names of float32 tensors, from inputs, outputs and inferred value_info."""
     g = model.graph
@@ -183,7 +193,7 @@ def make_plan(model: onnx.ModelProto, fuse: str = "relu", per_channel: bool = Tr
                 if leaves and (r in int8 or r in fused):
                     int8.add(out)
     int8 &= floats
-    int8 -= consts
+    int8 -= constant_derived(model, consts)  # e.g. SSD prior boxes: a Concat of constants needs no int8 range
 
     order = [i.name for i in g.input] + [o for n in g.node for o in n.output]
     activations = [t for t in dict.fromkeys(order) if t in int8]
