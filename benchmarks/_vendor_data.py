@@ -113,7 +113,7 @@ CASES = {
         ),
         Case(
             "ppocr-rec", "PP-OCRv4 rec 48x320", [1, 3, 48, 320], [127.5] * 3, [127.5] * 3,
-            _rec_lines, _photographed(_rec_lines), 50, 100, _steps, "step argmax agreement",
+            _rec_lines, _photographed(_rec_lines), 30, 100, _steps, "step argmax agreement",
         ),
         Case(
             "yolov8n-nudenet", "YOLOv8n 320", [1, 3, 320, 320], [0.0] * 3, [255.0] * 3,

@@ -262,7 +262,8 @@ def build_for(
     if compiler not in COMPILERS or compiler == "rkfarm":
         raise BuildError(f"compiler must be one of {', '.join(COMPILERS)}, got {compiler!r}")
     check_supported(loaded, cfg, rknn_batch_size, auto_hybrid)
-    vendor_python()  # before any calibration work: the one-line set-up hint when the toolkit is absent
+    vendor_config(cfg)  # the refusals first, then the environment, before any calibration work
+    vendor_python()
     with tempfile.TemporaryDirectory(prefix="rkfarm-vendor-") as tmp:
         folder = Path(keep_dir) if keep_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,12 @@ def _rewrite_cfg(path: str, ranges: dict[str, list[float]]) -> tuple[list[str], 
     """Put ``ranges`` into the int8 entries of the step-1 cfg at ``path``; returns (replaced, kept) names."""
     from ruamel.yaml import YAML  # type: ignore[import-not-found]  # the toolkit's own YAML library
 
-    yaml = YAML()
+    # the safe (plain Python) types: floats written back with repr(), bit for bit. The round-trip loader re-prints
+    # floats in a way that may change the last digit, and step 2 then refuses the file ("scale is not allowed
+    # to be modified") for entries no one touched
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.representer.sort_base_mapping_type_on_output = False  # keep the toolkit's order
     with open(path, encoding="utf-8") as fh:
         document = yaml.load(fh)
     replaced, kept = [], []
@@ -116,7 +121,7 @@ def _evaluate(rknn: Any, job: dict[str, Any], result: dict[str, Any]) -> None:
     outputs: dict[str, str] = {}
     for name, path in sets.items():
         images = np.load(path)
-        collected: list[list[np.ndarray]] = []
+        collected: list[list[np.ndarray[Any, Any]]] = []
         started = time.perf_counter()
         for image in images:
             got = rknn.inference(inputs=[image[np.newaxis]])
