@@ -64,7 +64,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, cls_onnx: Path) -> None
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
     dyn = run_cli("build", str(cls_onnx), "-o", str(tmp_path / "x.rkfm"))
-    assert dyn.returncode == 1 and "input_size_list" in dyn.stderr
+    assert dyn.returncode == 1 and "--input-size" in dyn.stderr and "input_size_list" not in dyn.stderr
     usage = run_cli("build")
     assert usage.returncode == 2
 

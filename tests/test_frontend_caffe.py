@@ -14,8 +14,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
-from caffe_nets import (
+
+from rkfarm.errors import ModelLoadError, NotSupportedError
+from rkfarm.frontends import LoadedGraph
+from rkfarm.frontends.caffe import load_caffe
+
+torch = pytest.importorskip("torch", reason="the Caffe layers' reference is written in torch (pip install torch)")
+from caffe_nets import (  # noqa: E402  (imports torch: only once the skip above passed)
     CASES,
     POOLS,
     CaffeNet,
@@ -26,10 +31,6 @@ from caffe_nets import (
     mobilenet_classifier,
     mobilenet_ssd,
 )
-
-from rkfarm.errors import ModelLoadError, NotSupportedError
-from rkfarm.frontends import LoadedGraph
-from rkfarm.frontends.caffe import load_caffe
 
 
 def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

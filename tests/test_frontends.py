@@ -15,7 +15,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from quant_fixtures import write_dataset
-from torch_nets import resnet18
 
 from rkfarm import RKNN
 from rkfarm.cli import main
@@ -23,6 +22,8 @@ from rkfarm.errors import ModelLoadError, RkfarmError
 from rkfarm.frontends import FRONTENDS, detect, sniff
 
 torch = pytest.importorskip("torch", reason="the PyTorch frontend needs torch (make test installs torch==2.13.0)")
+from torch_nets import resnet18  # noqa: E402  (imports torch: only once the skip above passed)
+
 nn = torch.nn
 # torch.jit.trace/save make the TorchScript files the vendor loads; torch 2.9+ calls them deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")

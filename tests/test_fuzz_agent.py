@@ -55,7 +55,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, cls_package: Path) -> Itera
     agent = AgentProcess(
         root / "store", f"fuzz-{uuid.uuid4().hex[:8]}",
         "--max-sessions", "64", "--max-sessions-per-client", "64", "--lease", "3",
-        "--max-request-seconds", "1", "--max-upload", "4M",
+        "--max-request-seconds", "1", "--max-upload", "4M", "--max-hold-seconds", "1",
         advertise=False,
     ).start()  # fmt: skip
     package = read_package(cls_package)
@@ -87,6 +87,8 @@ def valid_requests(sha: str, session: str) -> dict[str, list[Message]]:
         "EvalMemory": [agent_pb2.SessionRequest(session_id=session)],
         "Unload": [agent_pb2.SessionRequest(session_id="not-" + session)],
         "ListSessions": [agent_pb2.ListSessionsRequest()],
+        "Hold": [agent_pb2.HoldRequest(hold_id="not-held", lease_s=1, client="fuzz")],
+        "Release": [agent_pb2.ReleaseRequest(hold_id="not-held")],
         "ServerReflectionInfo": [reflection_pb2.ServerReflectionRequest(list_services="")],
     }
 
@@ -205,6 +207,9 @@ def test_still_serving_after_the_fuzz(target: tuple[AgentProcess, str, str]) -> 
     agent, _, session = target
     still_serving(agent)
     with agent.client() as client:
+        deadline = time.monotonic() + 10  # a hold the fuzz took lapses (--max-hold-seconds 1)
+        while client.info().HasField("hold") and time.monotonic() < deadline:
+            time.sleep(0.1)
         image = np.zeros((1, 48, 192, 3), np.uint8)
         assert client.infer(AgentClient.infer_request(session, [image], None, None))[0].shape == (1, 2)
     assert "Traceback" not in agent.log() and "failed unexpectedly" not in agent.log()

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ examples:
   rkfarm-agent serve --port 6000 --no-advertise       # reach it with host:port or an inventory file
   rkfarm-agent serve --host 127.0.0.1 --port 0 --mdns-interface 127.0.0.1 --port-file /tmp/port
   rkfarm-agent info --json                            # what this board is: platform, backends, versions
+  rkfarm-agent doctor                                 # what the NPU path lacks here, one line each with the fix
 
 Every option has an environment variable: RKFARM_AGENT_ plus the option name in capitals with _ for -,
 e.g. RKFARM_AGENT_STORE_DIR=/var/lib/rkfarm-agent RKFARM_AGENT_MAX_SESSIONS=8.
@@ -54,6 +57,31 @@ def parse_size(text: str) -> int:
     return int(value * _UNITS[unit])
 
 
+TAG_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+TAG_VALUE = re.compile(r"[A-Za-z0-9_.:/+-]{0,64}\Z")
+MAX_TAGS = 32
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """'lab=2' -> ('lab', '2'); 'camera' -> ('camera', '')."""
+    name, _, value = text.strip().partition("=")
+    if not TAG_NAME.match(name):
+        raise argparse.ArgumentTypeError(
+            f"not a tag: {text!r} (a name of up to 32 letters, digits, '_', '.' or '-', then optionally =VALUE)"
+        )
+    if not TAG_VALUE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"tag {name!r}: value {value[:80]!r} may hold up to 64 letters, digits and '_.:/+-' (no commas or spaces)"
+        )
+    return name, value
+
+
+def check_tags(tags: list[tuple[str, str]]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"--tag: at most {MAX_TAGS} tags")
+    return dict(tags)
+
+
 def _env(name: str, default: object) -> object:
     return os.environ.get("RKFARM_AGENT_" + name.upper().replace("-", "_"), default)
 
@@ -74,10 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rkfarm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="run the daemon", description="Serve until SIGTERM/SIGINT (graceful).")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Serve until SIGTERM/SIGINT (graceful). Every option can also be set in the environment (list "
+        "below); the command line wins.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=_env("host", defaults.host), help="listen address (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=int(str(_env("port", DEFAULT_PORT))), help="0 = any free port")
-    serve.add_argument("--store-dir", type=Path, default=Path(str(_env("store-dir", defaults.store_dir))))
+    serve.add_argument(
+        "--port", type=int, default=int(str(_env("port", DEFAULT_PORT))),
+        help=f"listen port; 0 = any free port (default {DEFAULT_PORT})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--store-dir", type=Path, default=Path(str(_env("store-dir", defaults.store_dir))), metavar="DIR",
+        help=f"model store, agent id and identity key (default {defaults.store_dir})",
+    )  # fmt: skip
     serve.add_argument(
         "--store-capacity", type=parse_size, default=_env("store-capacity", defaults.store_capacity_bytes),
         help="cap on the store's disk use: models, unfinished uploads and quarantine; least recently used "
@@ -97,14 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-message", type=parse_size, default=_env("max-message", defaults.max_message_bytes),
         help="largest inference request/response (default 128M)",
     )  # fmt: skip
-    serve.add_argument("--max-sessions", type=int, default=int(str(_env("max-sessions", defaults.max_sessions))))
+    serve.add_argument(
+        "--max-sessions", type=int, default=int(str(_env("max-sessions", defaults.max_sessions))),
+        help=f"models open at once, all clients together (default {defaults.max_sessions})",
+    )  # fmt: skip
     serve.add_argument(
         "--max-sessions-per-client", type=int,
         default=int(str(_env("max-sessions-per-client", defaults.max_sessions_per_client))),
+        help=f"sessions one client host may hold (default {defaults.max_sessions_per_client})",
     )  # fmt: skip
     serve.add_argument(
         "--lease", type=float, default=float(str(_env("lease", defaults.default_lease_s))),
         help="seconds an idle session lives without calls or keep-alives (default 60)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-hold-seconds", type=float, default=float(str(_env("max-hold-seconds", defaults.max_hold_s))),
+        help="longest lease of an exclusive hold (Hold, or an exclusive Load's session): a holder renews it; one "
+        "that stops is gone after this at most (default 3600)",
     )  # fmt: skip
     serve.add_argument(
         "--max-request-seconds", type=float, default=float(str(_env("max-request-seconds", defaults.max_request_s))),
@@ -121,7 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--id", default=_env("id", None), help="agent id (default: stable id kept in the store)")
     serve.add_argument("--platform", default=_env("platform", None), help="override the detected platform")
-    serve.add_argument("--grace", type=float, default=float(str(_env("grace", defaults.grace_s))))
+    serve.add_argument(
+        "--tag", action="append", type=parse_tag, metavar="NAME[=VALUE]",
+        default=[parse_tag(t) for t in str(_env("tag", "")).split(",") if t.strip()] or None,
+        help="a free-form label hosts select boards by (repeatable: --tag lab=2 --tag camera; selector "
+        "'tag:camera,lab=2'); advertised by mDNS and in Info",
+    )  # fmt: skip
+    serve.add_argument(
+        "--grace", type=float, default=float(str(_env("grace", defaults.grace_s))), metavar="SECONDS",
+        help=f"on SIGTERM, how long calls in flight may finish (default {defaults.grace_s:g})",
+    )  # fmt: skip
     serve.add_argument(
         "--farm-key-file", action="append", type=Path, metavar="PATH",
         default=[Path(p) for p in str(_env("farm-key-file", "")).split(",") if p] or None,
@@ -139,13 +197,33 @@ def build_parser() -> argparse.ArgumentParser:
         "clients never send code",
     )  # fmt: skip
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving (for scripts)")
-    serve.add_argument("-v", "--verbose", action="count", default=0)
+    serve.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     _add_access_options(serve.add_argument_group("access control (README: Security)"))
     _add_limit_options(serve.add_argument_group("limits under load"), defaults)
+    serve.epilog = SERVE_EXAMPLES + env_epilog(serve)
 
-    info = sub.add_parser("info", help="describe this machine as the agent would report it")
-    info.add_argument("--platform", default=_env("platform", None))
-    info.add_argument("--json", action="store_true")
+    info = sub.add_parser(
+        "info",
+        help="describe this machine as the agent would report it",
+        description="The platform, NPU cores, backends, CPUs, memory and versions the agent reports in Info.",
+        epilog="examples:\n  rkfarm-agent info\n  rkfarm-agent info --json | jq .backends\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    info.add_argument("--platform", default=_env("platform", None), help="override the detected platform")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="say what this board lacks for the NPU path, one line per check with its fix",
+        description="Checks what running vendor .rknn models on the NPU needs: an Arm board whose device tree names "
+        "a Rockchip SoC, Rockchip's rknpu driver (/dev/rknpu or its /dev/dri node) that this user may open, and "
+        "librknnrt.so. Exits 0 when the NPU path is ready, 1 when something is missing (rkfarm packages run on "
+        "the CPU either way). Hosts see the same facts in Info.system.",
+        epilog="examples:\n  rkfarm-agent doctor\n  sudo -u rkfarm /opt/rkfarm/venv/bin/rkfarm-agent doctor   "
+        "# as the service user\n  rkfarm-agent doctor --json | jq .checks\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     certs = sub.add_parser(
         "certs",
@@ -165,6 +243,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     certs.add_argument("--days", type=int, default=825, help="validity of the issued certificates (default 825)")
     return parser
+
+
+SERVE_EXAMPLES = """\
+examples:
+  rkfarm-agent serve
+  rkfarm-agent serve --port 6000 --no-advertise --token-file /etc/rkfarm-agent/token
+  RKFARM_AGENT_STORE_DIR=/var/lib/rkfarm-agent RKFARM_AGENT_MAX_SESSIONS=8 rkfarm-agent serve
+
+"""
+
+
+def env_variable(option: str) -> str:
+    return "RKFARM_AGENT_" + option.removeprefix("--").upper().replace("-", "_")
+
+
+def env_epilog(parser: argparse.ArgumentParser) -> str:
+    """The environment variable of every option of ``parser`` (what deploy/agent.env sets)."""
+    names = [
+        next(s for s in a.option_strings if s.startswith("--")) for a in parser._actions
+        if any(s.startswith("--") for s in a.option_strings) and a.dest not in ("help", "verbose", "port_file")
+    ]  # fmt: skip
+    width = max(len(env_variable(n)) for n in names) + 2
+    lines = [f"  {env_variable(n):<{width}}{n}" for n in names]
+    return (
+        "environment variables (one per option; lists comma-separated; booleans 1/0, true/false):\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def _path_env(name: str) -> Path | None:
@@ -206,6 +312,7 @@ def _add_limit_options(group: argparse._ArgumentGroup, defaults: AgentConfig) ->
     group.add_argument(
         "--max-streams-per-client", type=int,
         default=int(str(_env("max-streams-per-client", defaults.max_streams_per_client))),
+        help=f"InferStream calls one client host may hold open (default {defaults.max_streams_per_client})",
     )  # fmt: skip
     group.add_argument(
         "--max-uploads", type=int, default=int(str(_env("max-uploads", defaults.max_uploads))),
@@ -236,6 +343,8 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         raise ValueError(f"--max-message must be between 1 byte and {MAX_MESSAGE_BYTES // MiB}M, what hosts accept")
     if args.partial_max_age_seconds < 0:
         raise ValueError("--partial-max-age-seconds must be 0 or more")
+    if not args.max_hold_seconds > 0:
+        raise ValueError("--max-hold-seconds must be above 0")
     return AgentConfig(
         host=args.host,
         port=args.port,
@@ -246,10 +355,12 @@ def _config(args: argparse.Namespace) -> AgentConfig:
         max_sessions=args.max_sessions,
         max_sessions_per_client=args.max_sessions_per_client,
         default_lease_s=args.lease,
+        max_hold_s=args.max_hold_seconds,
         max_request_s=args.max_request_seconds,
         advertise=args.advertise,
         mdns_interfaces=args.mdns_interface or [],
         agent_id=args.id,
+        tags=check_tags(args.tag or []),
         platform=args.platform,
         grace_s=args.grace,
         farm_key_files=args.farm_key_file or [],
@@ -280,6 +391,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rkfarm_agent.server import AgentServer
 
     config = _config(args)
+    _check_port_free(config.host, config.port)
     if args.custom_ops:
         ops = custom_ops.load_modules(args.custom_ops)
         logging.getLogger("rkfarm_agent").info("custom ops from %s: %s", ", ".join(args.custom_ops), ", ".join(ops))
@@ -298,6 +410,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on before gRPC tries it (its C core would first print its own
+    error line to stderr); gRPC still has the last word, this only makes the common case one clean line."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(f"cannot listen on {shown}: {exc.strerror} (is another agent using the port?)") from None
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an expected failure: ``path: reason`` for an OSError naming a file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rkfarm_agent import system
     from rkfarm_agent.backends import available_backends, backend_versions
@@ -312,6 +448,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "cpu_count": system.cpu_count(),
         "memory_total_bytes": system.memory_total_bytes(),
         "versions": {**system.versions(), **backend_versions()},
+        "system": dataclasses.asdict(system.board_facts()),  # what Info.system reports (rkfarm-agent doctor)
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -319,6 +456,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         for key, value in data.items():
             print(f"{key:<20}{value}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rkfarm_agent import doctor
+
+    if args.json:
+        data = doctor.report()
+        print(json.dumps(data, indent=2))
+        return 0 if data["npu_ready"] else 1
+    lines, ready = doctor.lines()
+    print("\n".join(lines))
+    return 0 if ready else 1
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -342,11 +491,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "verbose", 0) == 0:
         logging.getLogger("zeroconf").setLevel(logging.WARNING)
     try:
-        commands = {"serve": cmd_serve, "info": cmd_info, "certs": cmd_certs}
+        commands = {"serve": cmd_serve, "info": cmd_info, "certs": cmd_certs, "doctor": cmd_doctor}
         return commands[args.command](args)
-    except (OSError, ValueError, RkfarmError) as exc:
-        print(f"rkfarm-agent: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError, ImportError, RkfarmError) as exc:
+        print(f"rkfarm-agent: error: {error_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

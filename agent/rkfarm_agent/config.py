@@ -33,6 +33,7 @@ class AgentConfig:
     max_sessions_per_client: int = 8
     default_lease_s: float = 60.0
     max_lease_s: float = 3600.0
+    max_hold_s: float = 3600.0  # longest lease of an exclusive hold, or of an exclusive session (holds.py)
     max_request_s: float = 120.0  # EvalPerf and other long calls stop here
     max_concurrent_rpcs: int = 256
     workers: int = 16  # threads for short calls, on top of one per allowed stream (max_streams)
@@ -45,6 +46,7 @@ class AgentConfig:
     advertise: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)  # empty: all interfaces
     agent_id: str | None = None  # default: stable id kept in the store
+    tags: dict[str, str] = field(default_factory=dict)  # free-form labels pools select by (--tag lab=2 --tag camera)
     platform: str | None = None  # default: from /proc/device-tree/compatible
     grace_s: float = 10.0  # SIGTERM: time given to in-flight calls
     farm_key_files: list[Path] = field(default_factory=list)  # keys that open encrypted packages

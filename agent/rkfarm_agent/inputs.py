@@ -100,6 +100,7 @@ class InputAdapter:
         if len(arrays) != len(self._plans):
             raise InputError(f"model takes {len(self._plans)} input(s) ({', '.join(self.names)}), got {len(arrays)}")
         formats = per_input(data_format, len(self._plans), "data_format")
+        formats = [f.lower() if isinstance(f, str) else f for f in formats]  # 'NCHW' as 'nchw', like target names
         passes = per_input(pass_through, len(self._plans), "inputs_pass_through")
         feeds = [
             self._prepare(plan, arr, fmt, bool(pt)) for plan, arr, fmt, pt in zip(self._plans, arrays, formats, passes)

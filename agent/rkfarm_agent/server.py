@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from rkfarm_agent import __version__, system
-from rkfarm_agent.advertise import Advertiser
+from rkfarm_agent.advertise import Advertiser, load_per_cpu, memory_available_bytes
 from rkfarm_agent.auth import agent_auth
 from rkfarm_agent.backends import available_backends
 from rkfarm_agent.config import AgentConfig
@@ -113,10 +113,27 @@ class AgentServer:
                 version=__version__,
                 backends=tuple(available_backends()),
                 auth=self.service.auth_mode,
+                tags=dict(self.config.tags),
             )
-            self._advertiser = Advertiser(advert, port, self.config.mdns_interfaces)
+            self._advertiser = Advertiser(advert, port, self.config.mdns_interfaces, self._advert_status)
+            self._advertiser.on_state = self._advertise_state
+            self.service.holds.on_change = self._advertiser.changed
             self._advertiser.start()
         return port
+
+    def _advert_status(self) -> dict[str, object]:
+        """The TXT fields that change while the agent runs (advertise.py announces them when they do)."""
+        hold = self.service.holds.current()
+        return {
+            "mem_free_bytes": memory_available_bytes(),
+            "load": load_per_cpu(),
+            "sessions": len(self.sessions.snapshot()),
+            "holder": hold.client if hold else "",
+            "held_until": hold.expires_unix() if hold else 0.0,
+        }
+
+    def _advertise_state(self, state: str) -> None:
+        self.service.advertise_status = state
 
     def stop(self, grace_s: float | None = None) -> None:
         """Graceful: stop advertising, refuse new calls, let in-flight ones finish (up to grace_s)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -14,7 +15,8 @@ from typing import Any, TypeVar
 import grpc
 import psutil
 
-from rkfarm_agent import __version__, system
+from rkfarm_agent import __version__, doctor, system
+from rkfarm_agent.advertise import load_per_cpu, memory_available_bytes
 from rkfarm_agent.backends import available_backends, backend_versions
 from rkfarm_agent.config import AgentConfig
 from rkfarm_agent.errors import (
@@ -28,6 +30,7 @@ from rkfarm_agent.errors import (
     UploadCorruptError,
     UploadTooLargeError,
 )
+from rkfarm_agent.holds import Hold, HoldManager, UnknownHoldError
 from rkfarm_agent.limits import AgentBusyError, RunLimiter, StreamGuard
 from rkfarm_agent.memtrim import MemoryTrimmer
 from rkfarm_agent.perf import dummy_feeds, measure
@@ -38,7 +41,16 @@ from rkfarm_proto.errors import InputError, PackageError, RkfarmError
 from rkfarm_proto.platforms import NPU_CORES
 from rkfarm_proto.records import LoadOptions, PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
-from rkfarm_proto.transport import ERROR_KEY, REFUSED_KEY, REFUSED_UPLOADS, UNKNOWN_MODEL, UNKNOWN_SESSION
+from rkfarm_proto.transport import (
+    ERROR_KEY,
+    HOLD_KEY,
+    REFUSED_KEY,
+    REFUSED_UPLOADS,
+    UNKNOWN_HOLD,
+    UNKNOWN_MODEL,
+    UNKNOWN_SESSION,
+    metadata_value,
+)
 from rkfarm_proto.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ log = logging.getLogger(__name__)
 STATUS_OF: list[tuple[type[Exception], grpc.StatusCode, str | None]] = [
     (UnknownSessionError, grpc.StatusCode.NOT_FOUND, UNKNOWN_SESSION),
     (UnknownModelError, grpc.StatusCode.NOT_FOUND, UNKNOWN_MODEL),
+    (UnknownHoldError, grpc.StatusCode.NOT_FOUND, UNKNOWN_HOLD),
     (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
     (TooManySessionsError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
     (AgentBusyError, grpc.StatusCode.RESOURCE_EXHAUSTED, None),
@@ -138,6 +151,11 @@ def _peer_host(context: grpc.ServicerContext) -> str:
     return rest.rsplit(":", 1)[0] if kind == "ipv4" else peer
 
 
+def _hold_token(context: grpc.ServicerContext) -> str | None:
+    """The exclusive hold a call says it runs under (metadata ``rkfarm-hold``), if any."""
+    return metadata_value(context.invocation_metadata(), HOLD_KEY)
+
+
 def _owner(context: grpc.ServicerContext) -> str:
     """Who a call comes from, for session ownership: its client certificate (mTLS), else its host address."""
     certificate = next(iter((context.auth_context() or {}).get("x509_pem_cert", ())), b"")
@@ -174,6 +192,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             "--max-uploads (half of it per client)", REFUSED_UPLOADS,
         )  # fmt: skip
 
+        self.tags: dict[str, str] = dict(config.tags)
+        self.advertise_status = "off"  # set by the server's advertiser (advertise.py)
+        self.holds = HoldManager(
+            config.max_hold_s, others_busy=lambda hold: self._sessions.busy_outside(hold.id, hold.session_id)
+        )
+        sessions.on_close = self.holds.session_closed
+
         # freed memory goes back to the system when sessions close and when streams or uploads end
         self._trimmer = MemoryTrimmer(
             lambda: len(self._sessions.snapshot()) + self._streams.active + self._uploads.active
@@ -206,6 +231,27 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             uptime_s=time.monotonic() - self._started,
             public_key=self._keyring.public_key,
             farm_key_ids=self._keyring.farm_key_ids,
+            tags=self.tags,
+            memory_available_bytes=memory_available_bytes(),
+            load_per_cpu=load_per_cpu(),
+            sessions_open=len(self._sessions.snapshot()),
+            hold=self._hold_info(self.holds.current(), _hold_token(context)),
+            advertise_status=self.advertise_status,
+            system=doctor.system_info(),  # what it runs on and what the NPU path lacks (rkfarm-agent doctor)
+        )
+
+    @staticmethod
+    def _hold_info(hold: Hold | None, token: str | None) -> agent_pb2.HoldInfo | None:
+        if hold is None:
+            return None
+        yours = bool(token) and hold.id == token
+        return agent_pb2.HoldInfo(
+            client=hold.client,
+            expires_unix=hold.expires_unix(),
+            remaining_s=0.0 if hold.session_id else max(0.0, hold.remaining_s()),
+            yours=yours,
+            hold_id=hold.id if yours else "",
+            session_id=hold.session_id if yours else "",
         )
 
     # -- models ------------------------------------------------------------------------------------------
@@ -227,6 +273,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         status = self._store.status(first.sha256)
         if status.present:  # no upload slot needed to say so
             return agent_pb2.UploadResponse(sha256=first.sha256, size_bytes=status.size_bytes, received_bytes=0)
+        self.holds.admit(_hold_token(context))
         with self._uploads.hold(_peer_host(context), "Upload", context) as ticket:
             return self._upload(first, ticket.watched(chunks))
 
@@ -256,13 +303,31 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         owner = _owner(context)
         options = LoadOptions.from_request(request)
         client = shown(request.client, MAX_CLIENT_NAME) if request.client else _peer_host(context)
-        session = self._sessions.open(request.model_sha256, options, request.lease_s, client, owner)
+        hold = self.holds.admit(_hold_token(context))
+        taken = None
+        if request.exclusive and hold is None:  # the board for as long as this session lives
+            taken, _ = self.holds.take(client, 0.0, session_id="opening")
+            hold = taken
+        lease_s = request.lease_s
+        if taken is not None:  # an exclusive session's lease is a hold's: at most --max-hold-seconds
+            lease_s = min(lease_s or self._config.default_lease_s, self._config.max_hold_s)
+        try:
+            session = self._sessions.open(
+                request.model_sha256, options, lease_s, client, owner, hold.id if hold else ""
+            )
+        except BaseException:
+            if taken is not None:
+                self.holds.release(taken.id)
+            raise
+        if taken is not None:
+            self.holds.bind(taken.id, session.id)
         return agent_pb2.LoadResponse(
             session_id=session.id,
             header=session.header,
             backend=session.backend,
             lease_s=session.lease_s,
             load_time_s=time.perf_counter() - started,
+            hold_id=hold.id if hold else "",
         )
 
     @rpc
@@ -270,6 +335,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self, request: agent_pb2.SessionRequest, context: grpc.ServicerContext
     ) -> agent_pb2.KeepAliveResponse:
         session = self._sessions.get(request.session_id, _owner(context))
+        token = _hold_token(context)
+        if token:  # a holder's keep-alive renews its hold too; a lapsed one shows at its next run
+            with contextlib.suppress(UnknownHoldError):
+                self.holds.renew(token)
         return agent_pb2.KeepAliveResponse(lease_remaining_s=session.remaining_s())
 
     @rpc
@@ -295,6 +364,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     last_used_unix=s.last_used_unix,
                     lease_s=s.lease_s,
                     inferences=s.inferences,
+                    exclusive=bool(s.hold_id),
                 )
                 for s in self._sessions.snapshot()
             ]
@@ -324,6 +394,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     @rpc
     def Infer(self, request: agent_pb2.InferRequest, context: grpc.ServicerContext) -> agent_pb2.InferResponse:
         with self._sessions.use(request.session_id, _owner(context)) as session:
+            self.holds.admit(_hold_token(context), session.hold_id)
             return self._infer(session, request, context)
 
     @stream_rpc
@@ -331,9 +402,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self, request_iterator: Iterable[agent_pb2.InferRequest], context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.InferResponse]:
         owner = _owner(context)
+        token = _hold_token(context)
         with self._streams.hold(_peer_host(context), "InferStream", context) as ticket:
             for request in request_iterator:
                 with self._sessions.use(request.session_id, owner) as session:
+                    self.holds.admit(token, session.hold_id)
                     response = self._infer(session, request, context)
                 ticket.sending()  # the watchdog cancels the call if this send never completes
                 yield response
@@ -346,6 +419,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         options = replace(asked, runs=min(asked.runs, MAX_PERF_RUNS), warmup=min(asked.warmup, MAX_PERF_RUNS))
         owner = _owner(context)
         with self._sessions.use(request.session_id, owner) as session, self._runs.slot(context.time_remaining()):
+            hold = self.holds.admit(_hold_token(context), session.hold_id)
+            calls_before = self._sessions.calls_started
+            busy_before = self._sessions.busy_outside("", except_session=session.id)
             feeds = session.last_feeds or dummy_feeds(session.header)
             # the request time limit and the client's deadline bound warm-up, timed and profiled runs alike,
             # and a client that goes away stops the measuring (its run slot is free again at once)
@@ -356,12 +432,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     "EvalPerf stopped after %d of %d runs: request time limit", len(result.run_times_us), options.runs
                 )
             profile = result.profile
+            # calls on other sessions that started meanwhile, or were already running: they shared the board
+            others = self._sessions.calls_started - calls_before + busy_before
+            if others:
+                log.warning(
+                    "EvalPerf of %s shared the board with %d other call(s): its times include their load",
+                    session.client, others,
+                )  # fmt: skip
             return agent_pb2.EvalPerfResponse(
                 profiled_run_times_us=profile.run_times_us if profile else [],
                 run_times_us=result.run_times_us,
                 layers=[layer.to_proto() for layer in profile.layers] if profile else [],
                 backend=session.backend,
                 used_last_inputs=session.last_feeds is not None,
+                others_calls=others,
+                exclusive=hold is not None,
             )
 
     @rpc
@@ -372,5 +457,24 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self._sessions.use(request.session_id, _owner(context)) as session,
             self._runs.slot(context.time_remaining()),
         ):
+            self.holds.admit(_hold_token(context), session.hold_id)
             report = session.model.memory()
         return report.to_proto(process_rss_bytes=int(psutil.Process().memory_info().rss))
+
+    # -- exclusive holds ---------------------------------------------------------------------------------
+    @rpc
+    def Hold(self, request: agent_pb2.HoldRequest, context: grpc.ServicerContext) -> agent_pb2.HoldResponse:
+        if request.hold_id:
+            hold = self.holds.renew(request.hold_id)
+            drained = 0
+        else:
+            client = shown(request.client, MAX_CLIENT_NAME) if request.client else _peer_host(context)
+            wait_s = min(max(0.0, request.wait_s), self._config.max_request_s, (context.time_remaining() or 1e9) - 0.1)
+            hold, drained = self.holds.take(client, request.lease_s, wait_s)
+        return agent_pb2.HoldResponse(
+            hold_id=hold.id, lease_s=hold.lease_s, expires_unix=hold.expires_unix(), drained_calls=drained
+        )
+
+    @rpc
+    def Release(self, request: agent_pb2.ReleaseRequest, context: grpc.ServicerContext) -> agent_pb2.ReleaseResponse:
+        return agent_pb2.ReleaseResponse(released=self.holds.release(request.hold_id))

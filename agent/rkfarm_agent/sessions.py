@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ class Session:
     inferences: int = 0
     last_feeds: list[Array] | None = None
     active_calls: int = 0
+    hold_id: str = ""  # opened under (or, exclusive, holding) the board's exclusive hold (holds.py)
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -79,11 +80,15 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._reserved: Counter[str] = Counter()  # sessions being opened, per owner
         self._lock = threading.Lock()
+        self.calls_started = 0  # calls that ran on a session (use()), for EvalPerf's contention count
+        self.on_close: Callable[[str], None] = lambda session_id: None  # a session ended (holds.py)
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="rkfarm-session-reaper", daemon=True)
         self._reaper.start()
 
-    def open(self, sha: str, options: LoadOptions, lease_s: float, client: str, owner: str) -> Session:
+    def open(
+        self, sha: str, options: LoadOptions, lease_s: float, client: str, owner: str, hold_id: str = ""
+    ) -> Session:
         """Load ``sha`` for ``owner``. The session limits count sessions being opened too, and are checked and
         reserved under one lock, so concurrent Loads cannot pass them together."""
         with self._lock:
@@ -125,6 +130,7 @@ class SessionManager:
                 client=client,
                 owner=owner,
                 lease_s=lease,
+                hold_id=hold_id,
             )
             self._store.pin(sha)
             with self._lock:
@@ -158,6 +164,7 @@ class SessionManager:
         session = self.get(session_id, owner)
         with self._lock:
             session.active_calls += 1
+            self.calls_started += 1
         try:
             yield session
         finally:
@@ -179,6 +186,15 @@ class SessionManager:
     def snapshot(self) -> list[Session]:
         with self._lock:
             return list(self._sessions.values())
+
+    def busy_outside(self, hold_id: str, except_session: str = "") -> int:
+        """Calls running now on sessions not under the hold ``hold_id`` (and not ``except_session``)."""
+        with self._lock:
+            return sum(
+                s.active_calls
+                for s in self._sessions.values()
+                if s.id != except_session and not (hold_id and s.hold_id == hold_id)
+            )
 
     def expire(self, now: float | None = None) -> list[str]:
         """Free sessions whose lease ran out and that are not in a call. Returns their ids."""
@@ -204,6 +220,7 @@ class SessionManager:
             session.model.close()
         finally:
             self._store.unpin(session.sha)
+            self.on_close(session.id)
         log.info("session %s closed: %s", session.id[:8], why)
 
     def _reap_loop(self) -> None:

@@ -105,8 +105,18 @@ class RknnConfig:
         values = asdict(base) if base is not None else {}
         values.pop("extras", None)
         values.update(kwargs)
-        cfg = cls(**values)
-        cfg._validate()
+        try:
+            cfg = cls(**values)
+            cfg._validate()
+        except (ConfigError, NotSupportedError):
+            raise
+        except (TypeError, ValueError) as exc:  # a value of the wrong type (often: positional arguments shifted)
+            culprit = next((k for k in kwargs if _fails_alone(cls, k, kwargs[k])), None)
+            what = f"{culprit}={kwargs[culprit]!r}" if culprit else "a parameter"
+            raise ConfigError(
+                f"config(): {what} is not a valid value ({exc}); positional arguments go in the vendor's order "
+                f"({', '.join(names[:4])}, ...): pass them by name"
+            ) from None
         return cfg
 
     def _validate(self) -> None:
@@ -191,6 +201,16 @@ class RknnConfig:
             for name in self.parameter_names()
             if getattr(self, name) != getattr(defaults, name)
         }
+
+
+def _fails_alone(cls: type[RknnConfig], name: str, value: Any) -> bool:
+    """Whether ``name=value`` is refused by itself (to name the culprit of a failed config() call)."""
+    try:
+        values: dict[str, Any] = {name: value}
+        cls(**values)._validate()
+    except Exception:  # any refusal marks it
+        return True
+    return False
 
 
 def _one_of(name: str, value: object, allowed: Sequence[str]) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from rkfarm.errors import PackageError
 from rkfarm.prequant import ALGORITHM as PREQUANTIZED
@@ -14,10 +17,53 @@ from rkfarm_proto.package import detect_format, read_package, vendor_rknn_versio
 from rkfarm_proto.tensors import dtype_name, shape_str
 from rkfarm_proto.v1 import common_pb2, package_pb2
 
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _real_types(message: Message, data: dict[str, Any]) -> dict[str, Any]:
+    """Undo protobuf's JSON mapping of 64-bit integers to strings (``"payload_size": "300400"``), recursively."""
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.type in _INT64_TYPES:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(field):
+            sub = getattr(message, field.name)
+            if isinstance(value, list):
+                data[field.name] = [_real_types(m, d) for m, d in zip(sub, value)]
+            elif isinstance(value, dict):
+                data[field.name] = _real_types(sub, value)
+    return data
+
+
+def _is_map(field: Any) -> bool:
+    kind = field.message_type
+    return kind is not None and bool(kind.GetOptions().map_entry)
+
+
+def _option_value(text: str) -> Any:
+    """A recorded build option (``repr()`` of the config value) as the value itself; plain text stays text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
 
 def header_dict(header: package_pb2.PackageHeader) -> dict[str, Any]:
-    """The header as JSON-ready data, with enum names shortened and dtypes readable."""
+    """The header as JSON-ready data, with enum names shortened, dtypes readable, numbers as numbers and build
+    options as the values they were (``"quantized_algorithm": "mmse"``, not ``"'mmse'"``)."""
     data = MessageToDict(header, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data = _real_types(header, data)
+    data["build_options"] = {k: _option_value(v) for k, v in sorted(header.build_options.items())}
     data["payload_kind"] = package_pb2.PayloadKind.Name(header.payload_kind).removeprefix("PAYLOAD_KIND_").lower()
     data["inputs"] = [
         {

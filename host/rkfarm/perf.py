@@ -8,13 +8,15 @@ are the largest set's (the vendor's MaxShape), and a section lists every set.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from rkfarm.perf_report import op_ranking
 from rkfarm_proto.records import LayerTiming, MemoryReport, PerfOptions
 from rkfarm_proto.tensors import shape_str, to_numpy_dtype
 from rkfarm_proto.v1 import package_pb2
@@ -92,11 +94,15 @@ class PerfReport(str):
     per inference run; with ``rknn_batch_size=N`` (``report.batch_size``) a run holds N samples:
     ``report.per_sample_us`` and ``report.samples_per_s``. ``report.per_shape`` has one ``ShapePerf`` per
     dynamic_input shape set (empty for a static model); the main figures are then set ``report.main_shape``'s.
+    ``report.run_times_us`` holds every timed run. ``report.to_html(path)`` writes a self-contained page (per-layer
+    bars, op-type ranking, latency distribution) and ``report.to_chrome_trace(path)`` a Trace Event Format file
+    that chrome://tracing and ui.perfetto.dev open (see ``rkfarm.perf_report``).
     """
 
     total_us: float
     fps: float
     stats: LatencyStats
+    run_times_us: list[float]
     layers: list[LayerTiming]
     where: str
     profiled_run_times_us: list[float]
@@ -117,6 +123,7 @@ class PerfReport(str):
         batch_size = max(1, int(batch_size))
         obj = super().__new__(cls, format_perf(data, stats, batch_size, per_shape, main_shape))
         obj.stats = stats
+        obj.run_times_us = list(data.run_times_us)
         obj.total_us = stats.median_us
         obj.fps = 1e6 / stats.median_us if stats.median_us > 0 else math.inf
         obj.layers = list(data.layers)
@@ -138,11 +145,24 @@ class PerfReport(str):
             "per_sample_us": self.per_sample_us,
             "samples_per_s": self.samples_per_s,
             "latency_us": asdict(self.stats),
+            "run_times_us": self.run_times_us,
             "layers": [asdict(layer) for layer in self.layers],
             "profiled_run_times_us": self.profiled_run_times_us,
             "per_shape": [p.to_dict() for p in self.per_shape],
             "main_shape": self.main_shape,
         }
+
+    def to_html(self, path: str | os.PathLike[str], title: str = "") -> Path:
+        """Write this report as a self-contained HTML page (no network needed to open it); returns the path."""
+        from rkfarm.perf_report import write_perf_html
+
+        return write_perf_html(self, Path(path), title)
+
+    def to_chrome_trace(self, path: str | os.PathLike[str], title: str = "") -> Path:
+        """Write this report as Chrome trace / Perfetto JSON (Trace Event Format); returns the path."""
+        from rkfarm.perf_report import write_chrome_trace
+
+        return write_chrome_trace(self, Path(path), title)
 
 
 def evaluate(runtime: Timed, header: package_pb2.PackageHeader, options: PerfOptions) -> PerfReport:
@@ -235,16 +255,11 @@ def _shape_table(per_shape: Sequence[ShapePerf], main_shape: int | None, width: 
 
 
 def _ranking(layers: Sequence[LayerTiming], total: float, width: int) -> list[str]:
-    calls: dict[str, int] = defaultdict(int)
-    times: dict[str, float] = defaultdict(float)
-    for layer in layers:
-        calls[layer.op_type] += 1
-        times[layer.op_type] += layer.time_us
     lines = ["=" * width, "Operator Time Consuming Ranking Table".center(width), "-" * width]
     lines.append(f"{'OpType':<24}{'CallNumber':>12}{'TotalTime(us)':>16}{'TimeRatio(%)':>14}")
-    for op in sorted(times, key=times.__getitem__, reverse=True):
-        ratio = 100.0 * times[op] / total if total > 0 else 0.0
-        lines.append(f"{op[:23]:<24}{calls[op]:>12}{times[op]:>16.1f}{ratio:>13.2f}%")
+    for op, calls, time_us in op_ranking(layers):
+        ratio = 100.0 * time_us / total if total > 0 else 0.0
+        lines.append(f"{op[:23]:<24}{calls:>12}{time_us:>16.1f}{ratio:>13.2f}%")
     return lines
 
 

@@ -247,7 +247,8 @@ class _Pass:
             axis_in = rank - 1
         M = self.matrix(lin)
         claimed: set[str] = set()
-        in_lo, in_hi = np.full(M.shape[1], -np.inf), np.full(M.shape[1], np.inf)
+        in_lo: npt.NDArray[Any] = np.full(M.shape[1], -np.inf)
+        in_hi: npt.NDArray[Any] = np.full(M.shape[1], np.inf)
         if x is not None and x.axis == axis_in and x.count == M.shape[1]:
             claimed.add(ins[0])
             in_lo, in_hi = x.lo, x.hi

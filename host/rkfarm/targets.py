@@ -35,13 +35,16 @@ def open_agent(
     device_id: str | None,
     options: LoadOptions,
     timeout_s: float | None = None,
+    *,
+    exclusive: bool = False,
 ) -> Runtime:
     """The package on an agent of platform ``target``: ``device_id`` (an id or host:port) or the only one
     found. An agent that reports no platform (a PC) serves only when no agent of the platform is found.
 
-    ``timeout_s`` (default ``RKFARM_TIMEOUT_S``, else 30 s; ``init_runtime`` has no such parameter, so the
-    variable is how a vendor script sets it): each call's deadline, and how long asking the agent who it is and
-    opening the session are retried while it is unreachable, slow or busy (Load gets 4x)."""
+    ``timeout_s`` (default ``RKFARM_TIMEOUT_S``, else 30 s; ``init_runtime(timeout_s=)``, or the variable, which is
+    how a vendor script sets it): each call's deadline, and how long asking the agent who it is and
+    opening the session are retried while it is unreachable, slow or busy (Load gets 4x). ``exclusive``: the
+    session holds the board (``RemoteRuntime``)."""
     platform = normalize_platform(target)
     if platform is None:
         raise StateError(f"init_runtime: unknown target {target!r}; use a platform name such as 'rk3588'")
@@ -56,7 +59,7 @@ def open_agent(
         log.warning("agent %s reports no Rockchip platform (a PC?); running there anyway", device.agent_id)
     if package.header.target_platform and package.header.target_platform != platform:
         log.warning("the model was built for %s and runs on %s", package.header.target_platform, platform)
-    return RemoteRuntime(package, device, options, timeout_s=timeout_s)
+    return RemoteRuntime(package, device, options, timeout_s=timeout_s, exclusive=exclusive)
 
 
 def device_target(

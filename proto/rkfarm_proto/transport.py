@@ -22,12 +22,17 @@ THROUGHPUT_OPTIONS: list[tuple[str, int]] = [
 ERROR_KEY = "rkfarm-error"
 UNKNOWN_SESSION = "unknown-session"  # never opened, unloaded, or its lease expired: open a new one
 UNKNOWN_MODEL = "unknown-model"  # the agent does not hold that package: upload it
-ERROR_KINDS = (UNKNOWN_SESSION, UNKNOWN_MODEL)
+UNKNOWN_HOLD = "unknown-hold"  # the exclusive hold named lapsed or was released: take a new one
+ERROR_KINDS = (UNKNOWN_SESSION, UNKNOWN_MODEL, UNKNOWN_HOLD)
 
 REFUSED_KEY = "rkfarm-refused"
 REFUSED_STREAMS = "streams"
 REFUSED_UPLOADS = "uploads"
 REFUSED_RUNS = "runs"
+REFUSED_HELD = "held"  # another client holds the board exclusively (Hold, exclusive Load): wait for it or go elsewhere
+
+# A call made under an exclusive hold carries the hold's id in this metadata key (``rkfarm_agent.holds``).
+HOLD_KEY = "rkfarm-hold"
 
 
 def metadata_value(trailing_metadata: object, key: str) -> str | None:

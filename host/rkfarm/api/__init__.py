@@ -119,6 +119,8 @@ class RKNN:
             self._config_error = exc  # the vendor raises here; rkfarm refuses to build until config() succeeds
             raise
         self._config_error = None
+        chosen = self._config.as_record()
+        log.info("config: %s", ", ".join(f"{k}={v}" for k, v in sorted(chosen.items())) or "the defaults")
         return 0
 
     @_vendor_api(-1)
@@ -202,6 +204,8 @@ class RKNN:
         self._close_runtime()
         self._reset()
         self._loaded = loaded
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s", _describe_loaded(loaded))
 
     def _reset(self) -> None:
         """Forget the model and everything made from it (build, analysis and hybrid results)."""
@@ -471,8 +475,16 @@ class RKNN:
         async_mode: bool = False,
         core_mask: int = NPU_CORE_AUTO,
         fallback_prior_device: str = "cpu",
+        *,
+        exclusive: bool = False,
+        timeout_s: float | None = None,
     ) -> int:
-        """Open the model on the simulator (``target=None``) or on a board agent."""
+        """Open the model on the simulator (``target=None``) or on a board agent.
+
+        rkfarm's additions, keyword-only: ``exclusive=True`` holds the board while the runtime is open (other
+        clients' runs there are refused, so ``eval_perf`` times this model alone; the hold ends with the runtime,
+        or its lease if this process dies); ``timeout_s`` bounds finding, asking and opening on the agent
+        (default ``RKFARM_TIMEOUT_S``, else 30 s), retrying within it."""
         package = self._require_package("init_runtime()")
         if core_mask not in platforms.CORE_MASKS:
             raise StateError(f"core_mask {core_mask:#x} is not one of the RKNN.NPU_CORE_* values")
@@ -487,7 +499,7 @@ class RKNN:
                 log.warning("init_runtime: device_id is ignored on the simulator (target=None)")
             self._runtime = open_simulator(package, options)
         else:
-            self._runtime = open_agent(package, target, device_id, options)
+            self._runtime = open_agent(package, target, device_id, options, timeout_s, exclusive=exclusive)
         self._perf_debug = perf_debug
         log.info("runtime ready: %s", self._runtime.where)
         return 0
@@ -527,6 +539,12 @@ class RKNN:
         if runs < 1 or warmup < 0:
             raise StateError("eval_perf: runs must be >= 1 and warmup >= 0")
         report = evaluate(runtime, package.header, PerfOptions(runs, warmup, self._perf_debug))
+        if os.environ.get("RKFARM_HISTORY"):  # opt-in perf history (rkfarm.farm.history); never fails this call
+            from rkfarm.farm.history import autorecord
+
+            autorecord(
+                report, package.header, runtime, {"runs": runs, "warmup": warmup, "perf_debug": self._perf_debug}
+            )
         if is_print:
             print(report)
         return report
@@ -536,6 +554,10 @@ class RKNN:
         """Memory of the opened model: weight, internal (activations), other, total; bytes."""
         runtime = self._require_runtime("eval_memory()")
         result = memory_dict(runtime.eval_memory(), runtime.where)
+        if os.environ.get("RKFARM_HISTORY") and self._package is not None:  # opt-in, as eval_perf's
+            from rkfarm.farm.history import autorecord
+
+            autorecord(result, self._package.header, runtime)
         if is_print:
             print(format_memory(result))
         return result
@@ -617,6 +639,27 @@ class RKNN:
     def package(self) -> ModelPackage | None:
         """The built or loaded package (rkfarm extension)."""
         return self._package
+
+
+def _describe_loaded(loaded: LoadedGraph) -> str:
+    """One line for the log: what was loaded, its inputs and outputs with their shapes, its size."""
+    from rkfarm.graph import dims_of
+    from rkfarm_proto.tensors import shape_str
+
+    graph = loaded.model.graph
+    inits = {i.name for i in graph.initializer}
+
+    def shown(value: Any) -> str:
+        dims = dims_of(value)
+        return f"{value.name} {shape_str(dims)}" if dims else value.name
+
+    ins = ", ".join(shown(v) for v in graph.input if v.name not in inits)
+    outs = ", ".join(shown(v) for v in graph.output)
+    opset = next((o.version for o in loaded.model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return (
+        f"loaded {loaded.source_name} ({loaded.framework}, sha256 {loaded.source_sha256[:12]}): "
+        f"{len(graph.node)} nodes, opset {opset}; inputs {ins}; outputs {outs}"
+    )
 
 
 def _config_signature() -> inspect.Signature:

@@ -18,7 +18,6 @@ def _add_codegen(sub: Any) -> None:
         epilog="examples:\n"
         "  rkfarm codegen yolo.rknn -o demo/ --input image.npy\n"
         "  rkfarm codegen cls.rkfm -o cls_demo/ --input line.png --overwrite",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, help="model package (.rkfm) or vendor .rknn")
     p.add_argument("-o", "--output", type=Path, default=Path("rknn_app_demo"), help="default: ./rknn_app_demo")

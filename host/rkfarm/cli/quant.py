@@ -7,16 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rkfarm.cli._common import _add_quant_choices, _floats, _shape
+from rkfarm.cli._common import _add_quant_choices, _floats, _shape, device_address
 from rkfarm.errors import RkfarmError
 
 
 def _add_quant_options(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
     """How an ONNX model is loaded and quantized, for `analyze` and `hybrid step1`."""
-    p.add_argument("--dataset", required=dataset_required, help="dataset.txt: one calibration sample per line")
     p.add_argument(
-        "--input-size", type=_shape, action="append", metavar="N,C,H,W", help="fix an input's shape (once per input)"
+        "--dataset", required=dataset_required, metavar="FILE", help="dataset.txt: one calibration sample per line"
     )
+    p.add_argument(
+        "--input-size", type=_shape, action="append", metavar="N,C,H,W",
+        help="fix an input's dynamic dims (once per input; `rkfarm info MODEL` says which)",
+    )  # fmt: skip
     p.add_argument("--mean", type=_floats, action="append", metavar="M0,M1,M2", help="mean per channel (per input)")
     p.add_argument("--std", type=_floats, action="append", metavar="S0,S1,S2", help="std per channel (per input)")
     _add_quant_choices(p)
@@ -53,17 +56,20 @@ def _add_analyze(sub: Any) -> None:
         "      --std 127.5,127.5,127.5 --top 5\n"
         "  rkfarm analyze cls.model --data cls.data --quant-cfg cls.quantization.cfg --input line.png\n"
         "  rkfarm analyze cls.onnx --dataset dataset.txt ... --device rk3588-board-1 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, help="ONNX model, or the .model written by `rkfarm hybrid step1`")
     _add_quant_options(p, dataset_required=False)
-    p.add_argument("--data", type=Path, help="with a .model: its .data (default: MODEL with .data)")
-    p.add_argument("--quant-cfg", type=Path, help="with a .model: the cfg (default: MODEL with .quantization.cfg)")
+    p.add_argument("--data", type=Path, metavar="FILE", help="with a .model: its .data (default: MODEL with .data)")
+    p.add_argument(
+        "--quant-cfg", type=Path, metavar="FILE", help="with a .model: the cfg (default: MODEL with .quantization.cfg)"
+    )
     p.add_argument("--input", action="append", type=Path, metavar="FILE", help="one file per model input")
     p.add_argument("-o", "--output-dir", type=Path, default=Path("snapshot"), help="default: ./snapshot")
     p.add_argument("--top", type=int, default=10, metavar="N", help="worst layers to print (default 10)")
-    p.add_argument("--device", metavar="ID|HOST:PORT", help="also run on this agent (runtime columns)")
-    p.add_argument("--json", action="store_true", help="every layer as JSON")
+    p.add_argument(
+        "--device", metavar="ID|HOST[:PORT]", type=device_address, help="also run on this agent (runtime columns)"
+    )
+    p.add_argument("--json", action="store_true", help="every layer as JSON (docs/CLI-JSON.md)")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -143,26 +149,44 @@ def _add_hybrid(sub: Any) -> None:
         "  rkfarm hybrid step1 rec.onnx --dataset dataset.txt --input-size 1,3,48,320 --mean 127.5,127.5,127.5 \\\n"
         "      --std 127.5,127.5,127.5 --proposal --proposal-dataset-size 4\n"
         "  rkfarm hybrid step2 rec.model rec.data rec.quantization.cfg -o rec.rkfm",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     steps = p.add_subparsers(dest="step", metavar="STEP", required=True)
-    one = steps.add_parser("step1", help="calibrate and write NAME.model, NAME.data, NAME.quantization.cfg")
+    one = steps.add_parser(
+        "step1",
+        help="calibrate and write NAME.model, NAME.data, NAME.quantization.cfg",
+        description="Calibrate MODEL on --dataset and write NAME.model, NAME.data and NAME.quantization.cfg to "
+        "--output-dir; --proposal fills the cfg's custom_quantize_layers with the layers auto-hybrid would keep in "
+        "float.",
+        epilog="examples:\n"
+        "  rkfarm hybrid step1 rec.onnx --dataset dataset.txt --input-size 1,3,48,320 --proposal\n"
+        "  rkfarm hybrid step1 rec.onnx --dataset dataset.txt --custom-hybrid conv1_out conv5_out -o work/",
+    )
     one.add_argument("model", type=Path, help="ONNX model")
     _add_quant_options(one)
     one.add_argument("-o", "--output-dir", type=Path, default=Path("."), help="default: the current folder")
     one.add_argument("--proposal", action="store_true", help="propose layers to keep float (auto_hybrid's choice)")
-    one.add_argument("--proposal-dataset-size", type=int, default=1, metavar="N", help="samples for the proposal")
-    one.add_argument("--cos-thresh", type=float, default=None, help="the proposal's output cosine target")
+    one.add_argument(
+        "--proposal-dataset-size", type=int, default=1, metavar="N", help="samples for the proposal (default 1)"
+    )
+    one.add_argument(
+        "--cos-thresh", type=float, default=None, metavar="COS", help="the proposal's output cosine target"
+    )
     one.add_argument(
         "--custom-hybrid", nargs=2, action="append", metavar=("IN", "OUT"), help="keep this subgraph in float"
     )
     one.set_defaults(func=cmd_hybrid_step1)
-    two = steps.add_parser("step2", help="build the package from step 1's files and the edited cfg")
+    two = steps.add_parser(
+        "step2",
+        help="build the package from step 1's files and the edited cfg",
+        description="Build the int8 package from step 1's three files: the layers listed in the cfg's "
+        "custom_quantize_layers stay float, edited min/max ranges are used as written.",
+        epilog="example:\n  rkfarm hybrid step2 rec.model rec.data rec.quantization.cfg -o rec.rkfm --json",
+    )
     two.add_argument("model", type=Path, help="NAME.model")
     two.add_argument("data", type=Path, help="NAME.data")
     two.add_argument("cfg", type=Path, help="NAME.quantization.cfg")
     two.add_argument("-o", "--output", type=Path, help="package to write (default: NAME.rkfm)")
-    two.add_argument("--json", action="store_true", help="print the package header as JSON")
+    two.add_argument("--json", action="store_true", help="print the package header as JSON (docs/CLI-JSON.md)")
     two.set_defaults(func=cmd_hybrid_step2)
 
 

@@ -16,7 +16,6 @@ def _add_vendor(sub: Any) -> None:
         "virtual environment: RKFARM_VENDOR_PYTHON names its python, else RKFARM_VENDOR_ENV or "
         "~/.cache/rkfarm/vendor-venv holds it. rkfarm runs it in a subprocess.",
         epilog="examples:\n  rkfarm -v vendor setup\n  rkfarm vendor status --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="vendor_command", metavar="ACTION", required=True)
     setup = actions.add_parser(
@@ -26,12 +25,20 @@ def _add_vendor(sub: Any) -> None:
         "then its dependencies at pins that fit together (numpy 1.26.4, onnx 1.18.0, protobuf 4.25.4, ...) and "
         "torch 2.13.0. An environment that already runs the toolkit is reused. Takes a few minutes; -v shows "
         "the steps.",
+        epilog="examples:\n  rkfarm vendor setup -v\n  rkfarm vendor setup --env /opt/rknn-venv --json",
     )
     setup.add_argument("--env", type=Path, metavar="DIR", help="where (default: RKFARM_VENDOR_ENV or the cache)")
     setup.add_argument("--json", action="store_true", help="print the resulting status as JSON")
     setup.set_defaults(func=cmd_setup)
-    status = actions.add_parser("status", help="say which vendor python is used and whether it runs the toolkit")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status = actions.add_parser(
+        "status",
+        help="say which vendor python is used and whether it runs the toolkit",
+        description="Which python runs the vendor's toolkit (RKFARM_VENDOR_PYTHON, RKFARM_VENDOR_ENV or the cache) "
+        "and whether it imports RKNN-Toolkit2; exits 1 when it does not.",
+        epilog="examples:\n  rkfarm vendor status\n"
+        "  RKFARM_VENDOR_PYTHON=/opt/rknn/bin/python rkfarm vendor status --json",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI-JSON.md)")
     status.set_defaults(func=cmd_status)
 
 

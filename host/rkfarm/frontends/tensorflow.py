@@ -340,7 +340,9 @@ def prepare_fake_quant(graph_def: Any) -> list[_Grid]:
         bits = node.attr["num_bits"].i if "num_bits" in node.attr else 8
         narrow = node.attr["narrow_range"].b if "narrow_range" in node.attr else False
         if node.op == "FakeQuantWithMinMaxArgs":
-            ranges: list[npt.NDArray[Any] | None] = [np.float32(node.attr["min"].f), np.float32(node.attr["max"].f)]
+            ranges: list[npt.NDArray[Any] | None] = [
+                np.asarray(node.attr["min"].f, np.float32), np.asarray(node.attr["max"].f, np.float32)
+            ]
         else:
             ranges = [values.get(i) for i in node.input[1:3]]
         lo, hi = ranges if len(ranges) == 2 else (None, None)

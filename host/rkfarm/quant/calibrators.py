@@ -74,17 +74,23 @@ class Calibrator:
     def compute(self, groups: Mapping[str, Sequence[str]], full_range: Set[str] = frozenset()) -> dict[str, Range]:
         """One (min, max) per group representative; every member must have been collected. Groups holding a
         tensor of ``full_range`` (the model's outputs) keep the observed min/max whatever the algorithm."""
+        from tqdm import tqdm
+
         ranges: dict[str, Range] = {}
-        for rep, names in groups.items():
-            missing = [n for n in names if n not in self.stats]
-            if missing:
-                raise BuildError(f"calibration saw no values for tensor(s) {missing[:3]}")
-            merged = TensorStats.merged([self.stats[n] for n in names])
-            if any(name in full_range for name in names):
-                lo, hi = merged.min, merged.max
-            else:
-                lo, hi = self.choose(merged)
-            ranges[rep] = (min(lo, 0.0), max(hi, 0.0))
+        quiet = None if self.histogram else True  # a bar on a terminal for KL/MMSE only: min/max is instant
+        bar = tqdm(groups.items(), total=len(groups), desc=f"{self.name} range search", unit="tensor", leave=False,
+                   disable=quiet)  # fmt: skip
+        with bar:
+            for rep, names in bar:
+                missing = [n for n in names if n not in self.stats]
+                if missing:
+                    raise BuildError(f"calibration saw no values for tensor(s) {missing[:3]}")
+                merged = TensorStats.merged([self.stats[n] for n in names])
+                if any(name in full_range for name in names):
+                    lo, hi = merged.min, merged.max
+                else:
+                    lo, hi = self.choose(merged)
+                ranges[rep] = (min(lo, 0.0), max(hi, 0.0))
         return ranges
 
     def choose(self, stats: TensorStats) -> Range:

@@ -23,6 +23,7 @@ from rkfarm.remote.stream import LockstepStream
 from rkfarm_proto.records import PerfOptions
 from rkfarm_proto.tensors import from_tensor, to_tensor
 from rkfarm_proto.transport import (
+    HOLD_KEY,
     MAX_MESSAGE_BYTES,
     REFUSED_RUNS,
     REFUSED_UPLOADS,
@@ -43,6 +44,38 @@ WAIT_REFUSALS = (REFUSED_RUNS, REFUSED_UPLOADS)
 T = TypeVar("T")
 # The errors this client raises, importable from here as well as from rkfarm.errors.
 __all__ = ["AgentAuthError", "AgentClient", "AgentUnavailableError", "LockstepStream", "SessionLostError"]
+
+
+class _NoBar:
+    """Stands in for a progress bar where tqdm is not installed (a board-only install)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _upload_bar(total: int, initial: int, what: str) -> Any:
+    """A byte progress bar on a terminal (tqdm, ``disable=None``: quiet when stderr is not a TTY) for an
+    upload longer than one chunk; a no-op without tqdm or for a small upload."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=what,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=None if total - initial > CHUNK_BYTES else True,
+    )
 
 
 def default_timeout_s(timeout_s: float | None = None) -> float:
@@ -119,7 +152,9 @@ class AgentClient:
         self.timeout_s = default_timeout_s(timeout_s)  # each call's deadline (Load, EvalPerf, uploads: more)
         self.credentials = credentials if credentials is not None else Credentials.load()
         self.auth = auth
-        self._metadata = (*self.credentials.metadata(), *metadata)
+        self._base_metadata = (*self.credentials.metadata(), *metadata)
+        self._metadata = self._base_metadata
+        self.hold_id = ""  # the exclusive hold this client's calls run under (use_hold)
         options: list[tuple[str, Any]] = [
             *message_limits(MAX_MESSAGE_BYTES),
             *THROUGHPUT_OPTIONS,
@@ -243,13 +278,15 @@ class AgentClient:
         def chunks() -> Iterator[agent_pb2.UploadChunk]:
             view = memoryview(blob)
             first = True
-            for start in range(offset, len(blob), CHUNK_BYTES):
-                data = bytes(view[start : start + CHUNK_BYTES])
-                if first:
-                    yield agent_pb2.UploadChunk(sha256=sha, total_size=len(blob), offset=offset, data=data)
-                    first = False
-                else:
-                    yield agent_pb2.UploadChunk(data=data)
+            with _upload_bar(len(blob), offset, f"upload {sha[:12]} to {self.address}") as bar:
+                for start in range(offset, len(blob), CHUNK_BYTES):
+                    data = bytes(view[start : start + CHUNK_BYTES])
+                    if first:
+                        yield agent_pb2.UploadChunk(sha256=sha, total_size=len(blob), offset=offset, data=data)
+                        first = False
+                    else:
+                        yield agent_pb2.UploadChunk(data=data)
+                    bar.update(len(data))  # handed to gRPC: the agent's answer confirms what it received
             if first:  # empty remainder: still announce
                 yield agent_pb2.UploadChunk(sha256=sha, total_size=len(blob), offset=offset)
 
@@ -341,6 +378,31 @@ class AgentClient:
         self._stub.Unload(
             agent_pb2.SessionRequest(session_id=session_id), timeout=self.timeout_s, metadata=self._metadata
         )
+
+    def use_hold(self, hold_id: str) -> None:
+        """Send ``hold_id`` (metadata rkfarm-hold) with every later call: they run under that exclusive hold
+        (a stream opened before keeps the metadata it had)."""
+        self.hold_id = hold_id
+        self._metadata = (*self._base_metadata, (HOLD_KEY, hold_id)) if hold_id else self._base_metadata
+
+    @_mapped
+    def hold(
+        self, lease_s: float = 0.0, client: str = "", wait_s: float = 0.0, hold_id: str = ""
+    ) -> agent_pb2.HoldResponse:
+        """Take the board's exclusive hold (waiting up to ``wait_s`` for another holder), or renew ``hold_id``."""
+        response: agent_pb2.HoldResponse = self._stub.Hold(
+            agent_pb2.HoldRequest(lease_s=lease_s, client=client, wait_s=wait_s, hold_id=hold_id),
+            timeout=self.timeout_s + wait_s,
+            metadata=self._metadata,
+        )
+        return response
+
+    @_mapped
+    def release(self, hold_id: str) -> bool:
+        response = self._stub.Release(
+            agent_pb2.ReleaseRequest(hold_id=hold_id), timeout=self.timeout_s, metadata=self._metadata
+        )
+        return bool(response.released)
 
     @_mapped
     def list_sessions(self) -> list[agent_pb2.SessionInfo]:

@@ -2,7 +2,10 @@
 
 Sources, merged by agent id:
   * mDNS: ``_rkfarm._tcp.local.`` on all interfaces, or only those in ``RKFARM_MDNS_INTERFACES``
-    (comma-separated addresses, e.g. ``127.0.0.1`` in tests);
+    (comma-separated addresses, e.g. ``127.0.0.1`` in tests), read from the process's one registry
+    (:mod:`rkfarm.remote.registry`: one zeroconf browser, kept current; never a browse per call). Two agents
+    claiming one id are both listed, each with the other's address in ``conflict``, and an id they share is
+    refused;
   * ``RKFARM_AGENTS``: comma-separated ``host:port`` list;
   * an inventory file (``RKFARM_INVENTORY``, default ``~/.config/rkfarm/agents.txt``): one ``host:port`` per
     line, ``#`` comments allowed. Inventory agents are asked for their id and platform with the Info call.
@@ -15,98 +18,33 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from rkfarm.errors import AgentUnavailableError, RemoteError
+from rkfarm.errors import AgentAuthError, AgentUnavailableError, RemoteError
 from rkfarm.remote.client import AgentClient, default_timeout_s, gave_up
 from rkfarm.remote.credentials import Credentials, check_agent_auth
-from rkfarm_proto.discovery import SERVICE_TYPE, AgentAdvert
+from rkfarm.remote.device import Device, mdns_interfaces
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INVENTORY = Path.home() / ".config" / "rkfarm" / "agents.txt"
-
-
-@dataclass(frozen=True)
-class Device:
-    """An agent the host can use."""
-
-    agent_id: str
-    address: str  # host:port
-    platform: str
-    npu_cores: int
-    version: str
-    backends: tuple[str, ...]
-    auth: str
-    source: str  # mdns | inventory | address
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def mdns_interfaces() -> list[str]:
-    return [i.strip() for i in os.environ.get("RKFARM_MDNS_INTERFACES", "").split(",") if i.strip()]
+DEFAULT_PORT = 50551  # what `rkfarm-agent serve` listens on unless told otherwise (rkfarm_agent.config)
 
 
 def browse_mdns(
     timeout_s: float = 2.0, interfaces: list[str] | None = None, stop_when: str | None = None
 ) -> list[Device]:
-    """Agents answering on mDNS within ``timeout_s`` (returns early once ``stop_when`` id is seen)."""
-    from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
+    """Agents mDNS finds on ``interfaces`` (default ``RKFARM_MDNS_INTERFACES``, else all): the process's registry
+    once it has settled, waiting at most ``timeout_s`` (less once ``stop_when``'s id is known, or at once when it
+    settled before)."""
+    from rkfarm.remote.registry import shared_registry
 
-    chosen = mdns_interfaces() if interfaces is None else interfaces
-    v6 = any(":" in i for i in chosen)
-    zc = Zeroconf(
-        interfaces=chosen or InterfaceChoice.All,
-        ip_version=(IPVersion.V6Only if v6 and all(":" in i for i in chosen) else IPVersion.V4Only)
-        if chosen
-        else IPVersion.All,
-    )
-    found: dict[str, Device] = {}
-    names: set[str] = set()
-    lock = threading.Lock()
-    seen = threading.Event()
-
-    def on_change(zeroconf: Any, service_type: str, name: str, state_change: Any) -> None:
-        if state_change is ServiceStateChange.Added:
-            with lock:
-                names.add(name)
-            if stop_when and name.startswith(stop_when + "."):
-                seen.set()
-
-    browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[on_change])
-    try:
-        seen.wait(timeout_s)
-        with lock:
-            pending = sorted(names)
-        for name in pending:
-            info = zc.get_service_info(SERVICE_TYPE, name, timeout=1000)
-            if info is None or not info.parsed_addresses():
-                continue
-            advert = AgentAdvert.from_txt(info.properties)
-            address = _pick_address(info.parsed_addresses())
-            host = f"[{address}]" if ":" in address else address
-            agent_id = advert.agent_id or name.removesuffix("." + SERVICE_TYPE)
-            found[agent_id] = Device(
-                agent_id=agent_id,
-                address=f"{host}:{info.port}",
-                platform=advert.platform,
-                npu_cores=advert.npu_cores,
-                version=advert.version,
-                backends=advert.backends,
-                auth=advert.auth,
-                source="mdns",
-            )
-    finally:
-        browser.cancel()
-        zc.close()
-    return sorted(found.values(), key=lambda d: d.agent_id)
+    registry = shared_registry(interfaces)
+    registry.settle(timeout_s, want=stop_when)
+    return registry.devices()
 
 
 def _pick_address(addresses: list[str]) -> str:
@@ -114,15 +52,42 @@ def _pick_address(addresses: list[str]) -> str:
     return (v4 or addresses)[0]
 
 
+def agent_address(entry: str, where: str) -> str:
+    """``host:port`` for an agent address: an IP address or name without a port gets the default port; an empty
+    or invalid port (``127.0.0.1:``, which gRPC would dial on port 443) is refused naming ``where``."""
+    text = entry.strip()
+    if text.startswith("["):  # [v6]:port or [v6]
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None if not rest else "bad"
+        host = f"[{host}]"
+    elif text.count(":") > 1:  # a bare IPv6 address: no port can be told apart
+        host, port = f"[{text}]", None
+    else:
+        host, sep, port_text = text.partition(":")
+        port = port_text if sep else None
+    if not host.strip("[]"):
+        raise RemoteError(f"{where}: {entry!r} names no host; write host:port, e.g. 192.168.1.40:{DEFAULT_PORT}")
+    if port is None:
+        return f"{host}:{DEFAULT_PORT}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise RemoteError(
+            f"{where}: {entry!r} has no valid port after ':'; write host:port, e.g. {host}:{DEFAULT_PORT} "
+            f"(or leave the port out for {DEFAULT_PORT})"
+        )
+    return f"{host}:{int(port)}"
+
+
 def inventory_addresses(path: Path | None = None) -> list[str]:
-    """host:port entries from RKFARM_AGENTS and the inventory file."""
-    entries = [a.strip() for a in os.environ.get("RKFARM_AGENTS", "").split(",") if a.strip()]
+    """host:port entries from RKFARM_AGENTS and the inventory file (no port: the default one)."""
+    entries = [
+        agent_address(a, "RKFARM_AGENTS") for a in os.environ.get("RKFARM_AGENTS", "").split(",") if a.strip()
+    ]
     file = path or Path(os.environ.get("RKFARM_INVENTORY", str(DEFAULT_INVENTORY)))
     try:
-        for line in file.read_text().splitlines():
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
             entry = line.split("#", 1)[0].strip()
             if entry:
-                entries.append(entry.split()[0])
+                entries.append(agent_address(entry.split()[0], f"{file}:{number}"))
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -154,6 +119,12 @@ def probe(
         backends=tuple(info.backends),
         auth=info.auth,
         source=source,
+        tags=dict(info.tags),
+        mem_free_bytes=int(info.memory_available_bytes) if info.memory_available_bytes else None,
+        load=float(info.load_per_cpu) if info.memory_available_bytes else None,  # both unset: an older agent
+        sessions=int(info.sessions_open) if info.memory_available_bytes else None,
+        holder=info.hold.client if info.HasField("hold") else "",
+        held_until=info.hold.expires_unix if info.HasField("hold") else 0.0,
     )
 
 
@@ -165,6 +136,9 @@ def _probe_many(addresses: Iterable[str], timeout_s: float) -> list[Device]:
     def attempt(address: str) -> Device | None:
         try:
             return probe(address, timeout_s, source="inventory")
+        except AgentAuthError as exc:  # it answered: it wants credentials this host did not present
+            log.warning("inventory agent %s needs credentials: %s", address, exc)
+            return None
         except RemoteError as exc:
             log.warning("inventory agent %s did not answer: %s", address, exc)
             return None
@@ -174,15 +148,18 @@ def _probe_many(addresses: Iterable[str], timeout_s: float) -> list[Device]:
 
 
 def list_devices(timeout_s: float = 2.0, use_mdns: bool = True, stop_when: str | None = None) -> list[Device]:
-    """Every agent found by mDNS and in the inventory, one entry per agent id (mDNS wins ties)."""
+    """Every agent found by mDNS and in the inventory: one entry per agent id (mDNS wins ties), except that agents
+    advertising the same id by mDNS are all listed (their ``conflict`` names the others)."""
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as pool:
         inv = pool.submit(_probe_many, inventory_addresses(), min(timeout_s, 3.0))
         mdns = browse_mdns(timeout_s, stop_when=stop_when) if use_mdns else []
         merged = {d.agent_id: d for d in inv.result()}
-    merged.update({d.agent_id: d for d in mdns})
-    log.debug("discovery: %d agent(s) in %.2f s", len(merged), time.perf_counter() - started)
-    return sorted(merged.values(), key=lambda d: d.agent_id)
+    for d in mdns:
+        merged.pop(d.agent_id, None)
+    found = [*merged.values(), *mdns]
+    log.debug("discovery: %d agent(s) in %.2f s", len(found), time.perf_counter() - started)
+    return sorted(found, key=lambda d: (d.agent_id, d.dup, d.address))
 
 
 def looks_like_address(device_id: str) -> bool:
@@ -201,16 +178,26 @@ def resolve(
         return probe(device_id, call_timeout_s)
     devices = list_devices(timeout_s, stop_when=device_id)
     if device_id:
-        for d in devices:
-            if d.agent_id == device_id:
-                return usable(d)
-        known = ", ".join(d.agent_id for d in devices) or "none"
+        claimed = [d for d in devices if d.agent_id == device_id]
+        if len(claimed) > 1:
+            raise RemoteError(conflict_message(device_id, claimed))
+        if claimed:
+            return usable(claimed[0])
+        known = ", ".join(sorted({d.agent_id for d in devices})) or "none"
+        if any(d.source == "mdns" for d in devices):  # multicast reached: the id is what is wrong (or it is down)
+            raise RemoteError(
+                f"no agent with id {device_id!r} among the {len(devices)} that answered within {timeout_s:g} s "
+                f"(found: {known}); check the id with `rkfarm devices`, or give host:port"
+            )
         raise RemoteError(
             f"no agent with id {device_id!r} found (found: {known}); give host:port, or add it to RKFARM_AGENTS "
             "or the inventory file if multicast does not reach it"
         )
     # an agent of the target's platform wins; only without one may an agent that reports no platform (a PC) serve
     matching = [d for d in devices if target is None or d.platform == target]
+    if not matching:  # a warm registry answers at once: give a board just starting the window to announce itself
+        devices = _wait_for_platform(target, timeout_s)
+        matching = [d for d in devices if target is None or d.platform == target]
     if target is not None and not matching:
         matching = [d for d in devices if d.platform == "unknown"]
     if len(matching) == 1:
@@ -225,19 +212,66 @@ def resolve(
     raise RemoteError(f"several agents match target {target!r} ({ids}): choose one with device_id=")
 
 
+def _wait_for_platform(target: str | None, timeout_s: float) -> list[Device]:
+    """Every agent, once one of platform ``target`` (any, for None) is known or ``timeout_s`` passed."""
+    from rkfarm.remote.registry import shared_registry
+
+    shared_registry().settle(timeout_s, want=lambda found: any(target is None or d.platform == target for d in found))
+    return list_devices(timeout_s)
+
+
+def conflict_message(agent_id: str, claimed: list[Device]) -> str:
+    """Why an id several agents claim is refused, and what to do."""
+    where = ", ".join(
+        f"{d.address}" + (f" (advertised as {d.instance!r}: the id was taken)" if d.dup else "") for d in claimed
+    )
+    return (
+        f"{len(claimed)} agents claim the id {agent_id!r}: {where}; rkfarm will not guess which one you mean: "
+        "give host:port, or restart one of them with another --id"
+    )
+
+
 def usable(device: Device, credentials: Credentials | None = None) -> Device:
     """The device, or RemoteError saying what to set if this host cannot meet the auth it advertises."""
     check_agent_auth(credentials or Credentials.load(), device.address, device.agent_id, device.auth)
     return device
 
 
+def _row(d: Device) -> tuple[str, ...]:
+    tags = ",".join(f"{k}={v}" if v else k for k, v in sorted(d.tags.items())) or "-"
+    return (
+        d.agent_id, d.address, d.platform, str(d.npu_cores), ",".join(d.backends), d.auth, d.version, d.source,
+        tags, d.holder or "-",
+    )  # fmt: skip
+
+
 def format_devices(devices: list[Device]) -> str:
     if not devices:
         return "no agents found (is `rkfarm-agent serve` running? is multicast blocked? try RKFARM_AGENTS=host:port)"
-    rows = [("ID", "ADDRESS", "PLATFORM", "NPU", "BACKENDS", "AUTH", "VERSION", "FOUND BY")]
-    rows += [
-        (d.agent_id, d.address, d.platform, str(d.npu_cores), ",".join(d.backends), d.auth, d.version, d.source)
-        for d in devices
+    rows: list[tuple[str, ...]] = [
+        ("ID", "ADDRESS", "PLATFORM", "NPU", "BACKENDS", "AUTH", "VERSION", "FOUND BY", "TAGS", "HELD BY")
     ]
+    rows += [_row(d) for d in devices]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    for agent_id in sorted({d.agent_id for d in devices if d.conflict}):
+        claimed = [d for d in devices if d.agent_id == agent_id]
+        lines.append(f"CONFLICT: {conflict_message(agent_id, claimed)}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Device",
+    "agent_address",
+    "browse_mdns",
+    "conflict_message",
+    "format_devices",
+    "inventory_addresses",
+    "list_devices",
+    "looks_like_address",
+    "mdns_interfaces",
+    "probe",
+    "resolve",
+    "usable",
+]

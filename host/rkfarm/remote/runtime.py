@@ -8,6 +8,10 @@ Opening a session is asked again while the agent is unreachable, slow or busy, w
 (``timeout_s``, default ``RKFARM_TIMEOUT_S`` or 30 s; Load gets 4x). If the agent no longer holds the model when
 Load fails (evicted meanwhile, or its stored copy found corrupt and quarantined), the model is uploaded again and
 Load retried once.
+
+``exclusive=True`` opens the session with the board's exclusive hold (the agent refuses other clients' runs for
+as long as the session lives; its lease is kept short, ``EXCLUSIVE_LEASE_S``, so a host that dies frees the board
+soon). ``hold_id`` runs the session under a hold taken before (``AgentClient.hold``, a pool's).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -39,6 +44,7 @@ from rkfarm_proto.v1 import agent_pb2
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RECONNECT_WAIT_S = 15.0
+EXCLUSIVE_LEASE_S = 15.0  # the session lease an exclusive runtime asks for: renewed every 5 s while it lives
 
 
 def client_name() -> str:
@@ -49,6 +55,15 @@ def client_name() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _close_if_alive(ref: weakref.ReferenceType[RemoteRuntime]) -> None:
+    runtime = ref()
+    if runtime is not None:
+        try:
+            runtime.close()
+        except Exception as exc:  # at interpreter exit nothing is left to report to
+            log.debug("closing %s at exit: %s", runtime.where, exc)
+
+
 class RemoteRuntime(Runtime):
     def __init__(
         self,
@@ -57,16 +72,27 @@ class RemoteRuntime(Runtime):
         options: LoadOptions,
         lease_s: float = 0.0,
         timeout_s: float | None = None,
+        *,
+        exclusive: bool = False,
+        hold_id: str = "",
+        reconnect_s: float = RECONNECT_WAIT_S,
     ) -> None:
         """Upload (if needed) and open ``package`` on ``device``. ``timeout_s``: each call's deadline and how long
-        opening is retried (default ``RKFARM_TIMEOUT_S``, else 30 s)."""
+        opening is retried (default ``RKFARM_TIMEOUT_S``, else 30 s). ``exclusive``: hold the board while the
+        session lives; ``hold_id``: run under that hold (see the module docstring); ``reconnect_s``: how long a
+        call waits for a lost agent to come back before failing (a pool gives up on a vanished board sooner)."""
         self.device = device
         self.where = f"agent {device.agent_id} @ {device.address} ({device.platform})"
         _, self._blob = pack(package.header, package.payload)
         self._sha = sha256_hex(self._blob)
         self._options = options
-        self._lease_s = lease_s
+        self._exclusive = exclusive
+        self._reconnect_s = reconnect_s
+        self._lease_s = lease_s or (EXCLUSIVE_LEASE_S if exclusive else 0.0)
         self._client = AgentClient(device.address, timeout_s=timeout_s)
+        if hold_id:
+            self._client.use_hold(hold_id)
+        self.hold_id = hold_id
         self._lock = threading.Lock()
         self._session_id = ""
         self.uploaded_bytes = 0
@@ -83,6 +109,9 @@ class RemoteRuntime(Runtime):
             raise
         self._keeper = threading.Thread(target=self._keep_alive_loop, name="rkfarm-lease", daemon=True)
         self._keeper.start()
+        # A script that never calls release() (or close()) still unloads its session when the interpreter exits,
+        # instead of leaving it on the board until the lease runs out and counting against its session limit.
+        self._at_exit = weakref.finalize(self, _close_if_alive, weakref.ref(self))
 
     # -- session lifecycle -------------------------------------------------------------------------------
     def _open(self, until: float | None = None) -> None:
@@ -92,6 +121,7 @@ class RemoteRuntime(Runtime):
         until = until if until is not None else time.monotonic() + 4 * self._client.timeout_s
         self.uploaded_bytes += self._client.ensure_model(self._blob, self._sha)
         request = self._options.to_request(self._sha, self._lease_s, client_name())
+        request.exclusive = self._exclusive
         try:
             response = self._load(request, until)
         except RemoteError as exc:
@@ -103,12 +133,16 @@ class RemoteRuntime(Runtime):
         with self._lock:
             self._session_id = response.session_id
             self._lease_granted = response.lease_s
+        if response.hold_id and response.hold_id != self.hold_id:
+            self.hold_id = response.hold_id
+            self._client.use_hold(response.hold_id)
         log.info(
-            "session %s on %s (%s), lease %.0f s",
+            "session %s on %s (%s), lease %.0f s%s",
             response.session_id[:8],
             self.where,
             response.backend,
             response.lease_s,
+            ", exclusive" if response.hold_id else "",
         )
 
     def _load(self, request: agent_pb2.LoadRequest, until: float) -> agent_pb2.LoadResponse:
@@ -133,7 +167,7 @@ class RemoteRuntime(Runtime):
     def _reopen(self, until: float) -> None:
         if not self._client.wait_ready(max(0.0, until - time.monotonic())):
             raise AgentUnavailableError(
-                f"agent at {self.device.address} did not come back within {RECONNECT_WAIT_S:.0f} s"
+                f"agent at {self.device.address} did not come back within {self._reconnect_s:.0f} s"
             )
         self._open()
 
@@ -149,7 +183,7 @@ class RemoteRuntime(Runtime):
             if self._closed.is_set():
                 raise
             log.warning("%s; re-opening the session on %s", exc, self.device.address)
-        until = time.monotonic() + RECONNECT_WAIT_S
+        until = time.monotonic() + self._reconnect_s
 
         def again() -> T:
             self._reopen(until)
@@ -196,10 +230,18 @@ class RemoteRuntime(Runtime):
     def eval_perf(self, options: PerfOptions) -> PerfData:
         response = self._call(lambda sid: self._client.eval_perf(sid, options))
         layers = [LayerTiming.from_proto(layer) for layer in response.layers]
+        note = ", exclusive" if response.exclusive else ""
+        if response.others_calls:
+            note = f", shared with {response.others_calls} call(s) of others (their load is in these times)"
+            log.warning(
+                "eval_perf on %s ran while %d call(s) of other clients ran there: the times include their load; "
+                "init_runtime(..., exclusive=True) holds the board for the measurement",
+                self.where, response.others_calls,
+            )  # fmt: skip
         return PerfData(
             run_times_us=list(response.run_times_us),
             layers=layers,
-            where=f"{self.where}, {response.backend}",
+            where=f"{self.where}, {response.backend}{note}",
             profiled_run_times_us=list(response.profiled_run_times_us),
         )
 
@@ -226,6 +268,7 @@ class RemoteRuntime(Runtime):
         if self._closed.is_set():
             return
         self._closed.set()
+        self._at_exit.detach()
         if self._stream is not None:
             self._stream.close()
         try:

@@ -13,8 +13,15 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("agent_id", "hostname", "platform", "soc_compatible", "npu_cores", "agent_version", "backends", "auth", "cpu_count", "memory_total_bytes", "max_upload_bytes", "max_sessions", "store_used_bytes", "store_capacity_bytes", "versions", "uptime_s", "public_key", "farm_key_ids")
+    __slots__ = ("agent_id", "hostname", "platform", "soc_compatible", "npu_cores", "agent_version", "backends", "auth", "cpu_count", "memory_total_bytes", "max_upload_bytes", "max_sessions", "store_used_bytes", "store_capacity_bytes", "versions", "uptime_s", "public_key", "farm_key_ids", "tags", "memory_available_bytes", "load_per_cpu", "sessions_open", "hold", "advertise_status", "system")
     class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +46,13 @@ class InfoResponse(_message.Message):
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     FARM_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOAD_PER_CPU_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_OPEN_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     platform: str
@@ -57,7 +71,104 @@ class InfoResponse(_message.Message):
     uptime_s: float
     public_key: bytes
     farm_key_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., soc_compatible: _Optional[str] = ..., npu_cores: _Optional[int] = ..., agent_version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., auth: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_sessions: _Optional[int] = ..., store_used_bytes: _Optional[int] = ..., store_capacity_bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, str]] = ..., uptime_s: _Optional[float] = ..., public_key: _Optional[bytes] = ..., farm_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    tags: _containers.ScalarMap[str, str]
+    memory_available_bytes: int
+    load_per_cpu: float
+    sessions_open: int
+    hold: HoldInfo
+    advertise_status: str
+    system: SystemInfo
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., platform: _Optional[str] = ..., soc_compatible: _Optional[str] = ..., npu_cores: _Optional[int] = ..., agent_version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., auth: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_sessions: _Optional[int] = ..., store_used_bytes: _Optional[int] = ..., store_capacity_bytes: _Optional[int] = ..., versions: _Optional[_Mapping[str, str]] = ..., uptime_s: _Optional[float] = ..., public_key: _Optional[bytes] = ..., farm_key_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., memory_available_bytes: _Optional[int] = ..., load_per_cpu: _Optional[float] = ..., sessions_open: _Optional[int] = ..., hold: _Optional[_Union[HoldInfo, _Mapping]] = ..., advertise_status: _Optional[str] = ..., system: _Optional[_Union[SystemInfo, _Mapping]] = ...) -> None: ...
+
+class SystemInfo(_message.Message):
+    __slots__ = ("machine", "kernel", "device_tree_compatible", "device_tree_model", "npu_nodes", "npu_driver_version", "librknnrt_path", "librknnrt_version", "librknnrt_error", "npu_ready", "npu_missing", "other_accel_nodes")
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TREE_COMPATIBLE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TREE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    NPU_NODES_FIELD_NUMBER: _ClassVar[int]
+    NPU_DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIBRKNNRT_PATH_FIELD_NUMBER: _ClassVar[int]
+    LIBRKNNRT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIBRKNNRT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NPU_READY_FIELD_NUMBER: _ClassVar[int]
+    NPU_MISSING_FIELD_NUMBER: _ClassVar[int]
+    OTHER_ACCEL_NODES_FIELD_NUMBER: _ClassVar[int]
+    machine: str
+    kernel: str
+    device_tree_compatible: _containers.RepeatedScalarFieldContainer[str]
+    device_tree_model: str
+    npu_nodes: _containers.RepeatedCompositeFieldContainer[NpuNode]
+    npu_driver_version: str
+    librknnrt_path: str
+    librknnrt_version: str
+    librknnrt_error: str
+    npu_ready: bool
+    npu_missing: _containers.RepeatedScalarFieldContainer[str]
+    other_accel_nodes: _containers.RepeatedCompositeFieldContainer[NpuNode]
+    def __init__(self, machine: _Optional[str] = ..., kernel: _Optional[str] = ..., device_tree_compatible: _Optional[_Iterable[str]] = ..., device_tree_model: _Optional[str] = ..., npu_nodes: _Optional[_Iterable[_Union[NpuNode, _Mapping]]] = ..., npu_driver_version: _Optional[str] = ..., librknnrt_path: _Optional[str] = ..., librknnrt_version: _Optional[str] = ..., librknnrt_error: _Optional[str] = ..., npu_ready: _Optional[bool] = ..., npu_missing: _Optional[_Iterable[str]] = ..., other_accel_nodes: _Optional[_Iterable[_Union[NpuNode, _Mapping]]] = ...) -> None: ...
+
+class NpuNode(_message.Message):
+    __slots__ = ("path", "driver", "accessible")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    ACCESSIBLE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    driver: str
+    accessible: bool
+    def __init__(self, path: _Optional[str] = ..., driver: _Optional[str] = ..., accessible: _Optional[bool] = ...) -> None: ...
+
+class HoldInfo(_message.Message):
+    __slots__ = ("client", "expires_unix", "remaining_s", "yours", "hold_id", "session_id")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_S_FIELD_NUMBER: _ClassVar[int]
+    YOURS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    expires_unix: float
+    remaining_s: float
+    yours: bool
+    hold_id: str
+    session_id: str
+    def __init__(self, client: _Optional[str] = ..., expires_unix: _Optional[float] = ..., remaining_s: _Optional[float] = ..., yours: _Optional[bool] = ..., hold_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class HoldRequest(_message.Message):
+    __slots__ = ("lease_s", "client", "hold_id", "wait_s")
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    lease_s: float
+    client: str
+    hold_id: str
+    wait_s: float
+    def __init__(self, lease_s: _Optional[float] = ..., client: _Optional[str] = ..., hold_id: _Optional[str] = ..., wait_s: _Optional[float] = ...) -> None: ...
+
+class HoldResponse(_message.Message):
+    __slots__ = ("hold_id", "lease_s", "expires_unix", "drained_calls")
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    lease_s: float
+    expires_unix: float
+    drained_calls: int
+    def __init__(self, hold_id: _Optional[str] = ..., lease_s: _Optional[float] = ..., expires_unix: _Optional[float] = ..., drained_calls: _Optional[int] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("hold_id",)
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
+    hold_id: str
+    def __init__(self, hold_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -98,34 +209,38 @@ class UploadResponse(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., received_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("model_sha256", "core_mask", "perf_debug", "eval_mem", "lease_s", "client")
+    __slots__ = ("model_sha256", "core_mask", "perf_debug", "eval_mem", "lease_s", "client", "exclusive")
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     CORE_MASK_FIELD_NUMBER: _ClassVar[int]
     PERF_DEBUG_FIELD_NUMBER: _ClassVar[int]
     EVAL_MEM_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     model_sha256: str
     core_mask: int
     perf_debug: bool
     eval_mem: bool
     lease_s: float
     client: str
-    def __init__(self, model_sha256: _Optional[str] = ..., core_mask: _Optional[int] = ..., perf_debug: _Optional[bool] = ..., eval_mem: _Optional[bool] = ..., lease_s: _Optional[float] = ..., client: _Optional[str] = ...) -> None: ...
+    exclusive: bool
+    def __init__(self, model_sha256: _Optional[str] = ..., core_mask: _Optional[int] = ..., perf_debug: _Optional[bool] = ..., eval_mem: _Optional[bool] = ..., lease_s: _Optional[float] = ..., client: _Optional[str] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
-    __slots__ = ("session_id", "header", "backend", "lease_s", "load_time_s")
+    __slots__ = ("session_id", "header", "backend", "lease_s", "load_time_s", "hold_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    HOLD_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     header: _package_pb2.PackageHeader
     backend: str
     lease_s: float
     load_time_s: float
-    def __init__(self, session_id: _Optional[str] = ..., header: _Optional[_Union[_package_pb2.PackageHeader, _Mapping]] = ..., backend: _Optional[str] = ..., lease_s: _Optional[float] = ..., load_time_s: _Optional[float] = ...) -> None: ...
+    hold_id: str
+    def __init__(self, session_id: _Optional[str] = ..., header: _Optional[_Union[_package_pb2.PackageHeader, _Mapping]] = ..., backend: _Optional[str] = ..., lease_s: _Optional[float] = ..., load_time_s: _Optional[float] = ..., hold_id: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -196,18 +311,22 @@ class LayerTime(_message.Message):
     def __init__(self, index: _Optional[int] = ..., op_type: _Optional[str] = ..., data_type: _Optional[str] = ..., target: _Optional[str] = ..., input_shapes: _Optional[str] = ..., output_shapes: _Optional[str] = ..., time_us: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
 
 class EvalPerfResponse(_message.Message):
-    __slots__ = ("run_times_us", "layers", "backend", "used_last_inputs", "profiled_run_times_us")
+    __slots__ = ("run_times_us", "layers", "backend", "used_last_inputs", "profiled_run_times_us", "others_calls", "exclusive")
     RUN_TIMES_US_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     USED_LAST_INPUTS_FIELD_NUMBER: _ClassVar[int]
     PROFILED_RUN_TIMES_US_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_CALLS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     run_times_us: _containers.RepeatedScalarFieldContainer[float]
     layers: _containers.RepeatedCompositeFieldContainer[LayerTime]
     backend: str
     used_last_inputs: bool
     profiled_run_times_us: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, run_times_us: _Optional[_Iterable[float]] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., backend: _Optional[str] = ..., used_last_inputs: _Optional[bool] = ..., profiled_run_times_us: _Optional[_Iterable[float]] = ...) -> None: ...
+    others_calls: int
+    exclusive: bool
+    def __init__(self, run_times_us: _Optional[_Iterable[float]] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., backend: _Optional[str] = ..., used_last_inputs: _Optional[bool] = ..., profiled_run_times_us: _Optional[_Iterable[float]] = ..., others_calls: _Optional[int] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
 class EvalMemoryResponse(_message.Message):
     __slots__ = ("weight_bytes", "internal_bytes", "other_bytes", "total_bytes", "method", "process_rss_bytes")
@@ -234,7 +353,7 @@ class ListSessionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "model_sha256", "model_name", "client", "backend", "created_unix", "last_used_unix", "lease_s", "inferences", "yours")
+    __slots__ = ("session_id", "model_sha256", "model_name", "client", "backend", "created_unix", "last_used_unix", "lease_s", "inferences", "yours", "exclusive")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +364,7 @@ class SessionInfo(_message.Message):
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
     YOURS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_sha256: str
     model_name: str
@@ -255,7 +375,8 @@ class SessionInfo(_message.Message):
     lease_s: float
     inferences: int
     yours: bool
-    def __init__(self, session_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., client: _Optional[str] = ..., backend: _Optional[str] = ..., created_unix: _Optional[float] = ..., last_used_unix: _Optional[float] = ..., lease_s: _Optional[float] = ..., inferences: _Optional[int] = ..., yours: _Optional[bool] = ...) -> None: ...
+    exclusive: bool
+    def __init__(self, session_id: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_name: _Optional[str] = ..., client: _Optional[str] = ..., backend: _Optional[str] = ..., created_unix: _Optional[float] = ..., last_used_unix: _Optional[float] = ..., lease_s: _Optional[float] = ..., inferences: _Optional[int] = ..., yours: _Optional[bool] = ..., exclusive: _Optional[bool] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions",)

@@ -89,6 +89,16 @@ class AgentStub:
                 request_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.Hold = channel.unary_unary(
+                '/rkfarm.v1.Agent/Hold',
+                request_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.HoldRequest.SerializeToString,
+                response_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.HoldResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/rkfarm.v1.Agent/Release',
+                request_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -161,6 +171,18 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Hold(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +240,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsRequest.FromString,
                     response_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'Hold': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hold,
+                    request_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.HoldRequest.FromString,
+                    response_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.HoldResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseRequest.FromString,
+                    response_serializer=rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +549,60 @@ class Agent:
             '/rkfarm.v1.Agent/ListSessions',
             rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsRequest.SerializeToString,
             rkfarm__proto_dot_v1_dot_agent__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Hold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rkfarm.v1.Agent/Hold',
+            rkfarm__proto_dot_v1_dot_agent__pb2.HoldRequest.SerializeToString,
+            rkfarm__proto_dot_v1_dot_agent__pb2.HoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rkfarm.v1.Agent/Release',
+            rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseRequest.SerializeToString,
+            rkfarm__proto_dot_v1_dot_agent__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -225,7 +225,7 @@ def _register_pool() -> None:
         return
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    def dispatch(*inputs: np.ndarray, rkfarm_bind: str) -> Any:
+    def dispatch(*inputs: np.ndarray[Any, Any], rkfarm_bind: str) -> Any:
         run = _bindings.get(rkfarm_bind)
         if run is None:  # cannot happen for a node bind() rewrote; never raise into C++ (it aborts)
             _failures.errors = [*getattr(_failures, "errors", []), f"no custom op bound as {rkfarm_bind!r}"]
@@ -259,7 +259,7 @@ def _compute(impl: Any, node: Any, out_dtypes: list[Any]) -> Callable[..., Any]:
     and ``CheckedSession.run`` raises it when the run returns: the outputs of that run are never seen."""
     op_type = impl.op_type
 
-    def outputs_of(inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def outputs_of(inputs: list[np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
         result = impl.compute(node, inputs)
         if isinstance(result, np.ndarray):
             result = [result]
@@ -270,7 +270,7 @@ def _compute(impl: Any, node: Any, out_dtypes: list[Any]) -> Callable[..., Any]:
             )
         return [np.ascontiguousarray(np.asarray(r, dtype=d)) for r, d in zip(result, out_dtypes)]
 
-    def run(*inputs: np.ndarray) -> Any:
+    def run(*inputs: np.ndarray[Any, Any]) -> Any:
         # The user's code gets copies: the arrays onnxruntime-extensions passes may view ONNX Runtime's buffers,
         # which are freed after the run while an array kept by the user (or by a traceback) would still point there.
         owned = [np.array(x, copy=True) for x in inputs]

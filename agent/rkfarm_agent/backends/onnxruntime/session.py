@@ -89,10 +89,25 @@ def open_session(
         model = custom_ops.bind(model)
         so.register_custom_ops_library(custom_ops.library_path())
     try:
-        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        session = _session(ort, model, so)
     except Exception as exc:  # onnxruntime raises its own exception types from C++
         raise BackendError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
     return custom_ops.CheckedSession(session) if custom else session
+
+
+# ONNX Runtime's NHWC layout pass can pick an fp16 kernel that does not exist for the model's opset on an ARM core
+# with FP16 arithmetic (RK3588's Cortex-A76/A55: "NOT_IMPLEMENTED ... com.ms.internal.nhwc.MaxPool(11)", seen on
+# the emulated board). Without that one pass the same graph loads, computing the same numbers in NCHW.
+NHWC_PASS = "NhwcTransformer"
+
+
+def _session(ort: Any, model: bytes, so: Any) -> Any:
+    try:
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if "com.ms.internal.nhwc" not in str(exc):
+            raise
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=[NHWC_PASS])
 
 
 def first_line(exc: BaseException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rkfarm.frontends.caffe.builder import LayerContext, Shape
@@ -32,7 +34,7 @@ def _aspect_ratios(values: list[float], flip: bool) -> list[np.float32]:
     """1, then each ratio not seen yet (and its inverse with flip), kept as float32 as Caffe keeps them."""
     ratios = [np.float32(1.0)]
     for ar in values:
-        if any(abs(ar - r) < 1e-6 for r in ratios):
+        if any(abs(np.float32(ar) - r) < 1e-6 for r in ratios):  # float32 arithmetic, as Caffe
             continue
         ratios.append(np.float32(ar))
         if flip:
@@ -40,7 +42,7 @@ def _aspect_ratios(values: list[float], flip: bool) -> list[np.float32]:
     return ratios
 
 
-def prior_boxes(ctx: LayerContext) -> np.ndarray:
+def prior_boxes(ctx: LayerContext) -> np.ndarray[Any, Any]:
     """SSD's PriorBox as a constant [1, 2, H*W*priors*4]: boxes (xmin, ymin, xmax, ymax) / image, then variances."""
     p = ctx.layer.prior_box_param
     feat, img = ctx.shape(0), ctx.shape(1)
@@ -66,7 +68,7 @@ def prior_boxes(ctx: LayerContext) -> np.ndarray:
     layer_h, layer_w = feat[2], feat[3]
     f32 = np.float32
     if step_h == 0 or step_w == 0:
-        step_h, step_w = f32(img_h) / f32(layer_h), f32(img_w) / f32(layer_w)
+        step_h, step_w = float(f32(img_h) / f32(layer_h)), float(f32(img_w) / f32(layer_w))  # float32 values, exact
     ratios = _aspect_ratios([float(a) for a in p.aspect_ratio], p.flip)
     sizes: list[tuple[np.float32, np.float32]] = []  # (width, height) of each prior at a position, Caffe's order
     for i, ms in enumerate(min_sizes):
@@ -75,7 +77,7 @@ def prior_boxes(ctx: LayerContext) -> np.ndarray:
         if max_sizes:
             side = np.sqrt(m * f32(max_sizes[i]))
             sizes.append((side, side))
-        sizes += [(m * np.sqrt(ar), m / np.sqrt(ar)) for ar in ratios if abs(ar - 1.0) >= 1e-6]
+        sizes += [(m * np.sqrt(ar), m / np.sqrt(ar)) for ar in ratios if abs(ar - np.float32(1.0)) >= 1e-6]
     # centres in float32 as Caffe computes them; the box arithmetic in double, stored as float32
     cx = ((np.arange(layer_w, dtype=f32) + f32(p.offset)) * f32(step_w)).astype(np.float64)
     cy = ((np.arange(layer_h, dtype=f32) + f32(p.offset)) * f32(step_h)).astype(np.float64)
