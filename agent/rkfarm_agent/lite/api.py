@@ -14,7 +14,6 @@ holds the most recent exception.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -41,9 +40,10 @@ from rkfarm_agent.lite.models import (
     support_targets,
 )
 from rkfarm_proto import platforms
-from rkfarm_proto.errors import InputError, PackageError, RkfarmError
+from rkfarm_proto.errors import InputError, PackageError
 from rkfarm_proto.package import ModelPackage
 from rkfarm_proto.records import LoadOptions
+from rkfarm_proto.vendor_api import vendor_api
 
 log = logging.getLogger("rkfarm_agent.lite")
 
@@ -73,33 +73,8 @@ def configure_logging(verbose: bool | str = False, verbose_file: str | None = No
 
 
 def _lite_api(failure: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Turn exceptions into the vendor's failure value and a logged reason (unless raising)."""
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            self = args[0]
-            assert isinstance(self, RKNNLite)
-            try:
-                result = fn(*args, **kwargs)
-            except RkfarmError as exc:
-                self.last_error = exc
-                if self._raise_errors:
-                    raise
-                log.error("%s: %s", fn.__name__, exc)
-                return failure  # type: ignore[no-any-return]
-            except Exception as exc:  # a bug or an unexpected library failure: keep the vendor contract
-                self.last_error = exc
-                if self._raise_errors:
-                    raise
-                log.exception("%s failed unexpectedly: %s", fn.__name__, exc)
-                return failure  # type: ignore[no-any-return]
-            self.last_error = None
-            return result
-
-        return wrapper
-
-    return decorate
+    """The vendor's failure value and a logged reason instead of an exception (``rkfarm_proto.vendor_api``)."""
+    return vendor_api(failure, log)
 
 
 class RKNNLite:

@@ -9,7 +9,6 @@ the most recent one.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import os
@@ -29,6 +28,7 @@ from rkfarm.runtime import Array, Runtime
 from rkfarm_proto import platforms
 from rkfarm_proto.package import FILE_EXTENSION, ModelPackage, read_package, write_package
 from rkfarm_proto.records import PERF_RUNS, PERF_WARMUP, LoadOptions, PerfOptions
+from rkfarm_proto.vendor_api import vendor_api
 
 if TYPE_CHECKING:
     from rkfarm.analysis import AnalysisResult
@@ -43,33 +43,8 @@ R = TypeVar("R")
 
 
 def _vendor_api(failure: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Turn rkfarm exceptions into the vendor's failure value and a logged message (unless raising)."""
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            self = args[0]
-            assert isinstance(self, RKNN)
-            try:
-                result = fn(*args, **kwargs)
-            except RkfarmError as exc:
-                self.last_error = exc
-                if self._raise_errors:
-                    raise
-                log.error("%s: %s", fn.__name__, exc)
-                return failure  # type: ignore[no-any-return]
-            except Exception as exc:  # a bug or an unexpected library failure: keep the vendor contract
-                self.last_error = exc
-                if self._raise_errors:
-                    raise
-                log.exception("%s failed unexpectedly: %s", fn.__name__, exc)
-                return failure  # type: ignore[no-any-return]
-            self.last_error = None
-            return result
-
-        return wrapper
-
-    return decorate
+    """The vendor's failure value and a logged reason instead of an exception (``rkfarm_proto.vendor_api``)."""
+    return vendor_api(failure, log)
 
 
 class RKNN:
