@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,10 @@ class Driver:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith("{"):
-                self.lines.put(json.loads(line))
+                try:
+                    self.lines.put(json.loads(line))
+                except ValueError:
+                    self.lines.put({"event": "error", "error": f"not one JSON object: {line[:200]!r}"})
         self.lines.put(None)
 
     def next(self, event: str, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -229,6 +232,37 @@ def test_devices_cli_is_fast_once_warm(farm: Any) -> None:
     assert took < 2.0, f"`rkfarm devices` took {took:.2f} s with a warm registry cache"
 
 
+def test_cli_sweep_list_and_hold(farm: Any) -> None:
+    """`rkfarm perf --devices` (table, --json, --csv, --html, progress), `rkfarm farm list|hold`, a bad selector."""
+    env = farm.host_env()
+
+    def rkfarm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(farm.host_command(sys.executable, "-m", "rkfarm.cli", *args), env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    rk3576 = sorted(agent_id for _, agent_id, p, _ in base_agents() if p == "rk3576")
+    out = farm.work / "cli-sweep"
+    swept = rkfarm("perf", str(farm.models["tiny"]), "--devices", "platform=rk3576", "--runs", "20", "--json",
+                   "--csv", f"{out}.csv", "--html", f"{out}.html")  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    data = json.loads(swept.stdout)
+    assert sorted(b["agent_id"] for b in data["boards"]) == rk3576 and data["failed"] == 0
+    assert all(b["latency_us"]["runs"] == 20 for b in data["boards"])
+    assert f"boards done {len(rk3576)}/{len(rk3576)}" in swept.stderr
+    rows = (out.parent / f"{out.name}.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(rk3576) and rows[0].startswith("agent_id,")
+    assert "<svg" in (out.parent / f"{out.name}.html").read_text()
+    table = rkfarm("perf", str(farm.models["tiny"]), "--devices", "platform=rk3576,lab=2", "--runs", "5")
+    assert table.returncode == 0 and "MEDIAN ms" in table.stdout and "board(s) measured (0 failed)" in table.stdout
+    listed = rkfarm("farm", "list", "tag:camera,platform=rk3588", "--json")
+    expected = sorted(i for _, i, p, tags in base_agents() if p == "rk3588" and "camera" in tags)
+    assert sorted(b["agent_id"] for b in json.loads(listed.stdout)["boards"]) == expected
+    bad = rkfarm("farm", "list", "npu_cores>=many")
+    assert bad.returncode == 1 and "npu_cores>=many" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    held = rkfarm("farm", "hold", f"id={rk3576[0]}", "--for", "0.5")
+    assert held.returncode == 0 and f"holding {rk3576[0]}" in held.stdout and "released" in held.stderr
+
+
 def test_exclusive_lease(farm: Any, drivers: list[Driver]) -> None:
     """A perf measurement holds the board: another host's runs are refused naming the holder and the expiry,
     and go through once the holder releases, or once its lease lapses after it died; two pools acquiring one
@@ -245,11 +279,19 @@ def test_exclusive_lease(farm: Any, drivers: list[Driver]) -> None:
     assert "RESOURCE_EXHAUSTED" in refused["error"] and held["client"] in refused["error"]
     assert "holds this board exclusively" in refused["error"]
     assert refused["info_holder"] == held["client"]
+    assert held["yours"] and held["expires_unix"] == 0  # it lives as long as the session
     measured = holder.finish()  # eval_perf under the hold, then release
-    assert measured["exclusive"] and measured["others_calls"] == 0
+    assert measured["where"].endswith(", exclusive"), measured  # and not "shared with N call(s) of others"
     ran = other.finish()
     assert ran["ok"] and ran["waited_s"] > 0
     assert ran["first_ok_unix"] >= measured["released_unix"] - 0.05  # it ran only after the release
+
+    # without a hold, a measurement that shared the board says so (it used to come back as a normal result)
+    shared = Driver(farm, "contended", {"address": board.address, "package": model})
+    drivers.append(shared)
+    contended = shared.finish()
+    assert "shared with" in contended["where"] and "their load is in these times" in contended["where"]
+    assert contended["alone_where"].endswith("onnxruntime"), contended  # measured alone: no such note
 
     # a holder that dies: its lease lapses (6 s), nobody cleans up
     dying = Driver(farm, "hold_and_die", {"address": board.address, "lease_s": 6.0})
@@ -273,6 +315,18 @@ def test_exclusive_lease(farm: Any, drivers: list[Driver]) -> None:
     for (_, end), (start, _) in itertools.pairwise(got):
         assert start >= end - 0.05, f"two pools held the board at once: {got}"
     farm.stop_agent(LEASE_SLOT)
+
+
+def test_pool_reserves_through_a_coordinator_then_holds(farm: Any, drivers: list[Driver]) -> None:
+    """With a coordinator (``reservations=``, what RKFARM_LABGRID gives), the pool asks it first, then takes the
+    agents' own holds on exactly the ids it granted, and gives both back on release."""
+    driver = Driver(farm, "reserved", {"selector": "platform=rk3576,lab=2", "count": 2})
+    drivers.append(driver)
+    result = driver.finish()
+    granted = sorted(i for _, i, p, tags in base_agents() if p == "rk3576" and "lab=2" in tags)[:2]
+    assert result["asked"] == [{"tags": {"platform": "rk3576", "tag_lab": "2"}, "count": 2}]
+    assert sorted(result["held"]) == granted and result["holders"] == [result["label"]] * 2
+    assert result["released"] == [sorted(granted)] and result["after"] == ["", ""]
 
 
 def test_map_reports_a_vanished_board_and_retries_its_job_elsewhere(farm: Any, drivers: list[Driver]) -> None:
@@ -317,16 +371,19 @@ def test_pool_selects_and_sweeps_while_boards_come_and_go(farm: Any, drivers: li
     progress = driver.next("progress", 120)
     while progress["done"] < 3:
         progress = driver.next("progress", 120)
-    done_so_far = set(progress["done_ids"])
-    # a quarter stop mid-sweep: the boards being measured now are killed outright, others still waiting are
-    # stopped gracefully (four in all); two new boards start
+    # a quarter stop mid-sweep: the next two boards to start measuring are killed outright as they start, two
+    # still waiting are stopped gracefully; two new boards start
     slots = {agent_id: slot for slot, agent_id, _, _ in base_agents()}
-    measuring = [slots[i] for i in progress["started_ids"] if i not in done_so_far and i in slots][:2]
-    waiting = [s for i, s in slots.items() if i not in done_so_far and i not in progress["started_ids"]]
-    victims = measuring + waiting[-(4 - len(measuring)) :]
-    assert measuring, progress
-    for slot in victims:
-        farm.stop_agent(slot, signal.SIGKILL if slot in measuring else signal.SIGTERM, timeout_s=5)
+    measuring: list[int] = []
+    while len(measuring) < 2:
+        begun = driver.next("started", 120)["id"]
+        farm.stop_agent(slots[begun], signal.SIGKILL)
+        measuring.append(slots[begun])
+    started_ids = {e["id"] for e in driver.seen if e["event"] == "started"}
+    waiting = [s for i, s in slots.items() if i not in started_ids][-2:]
+    for slot in waiting:
+        farm.stop_agent(slot, signal.SIGTERM, timeout_s=5)
+    victims = measuring + waiting
     joiners = [farm.start_agent(s, f"joiner-{s}", platform="rk3588", tags=["lab=2"]) for s in JOIN_SLOTS]
     farm.wait_serving(joiners)
     result = driver.finish(240)
@@ -346,7 +403,9 @@ def test_pool_selects_and_sweeps_while_boards_come_and_go(farm: Any, drivers: li
         assert entry["ok"] or (entry["vanished"] and entry["address"] in entry["error"]), entry
     summary = [(b["agent_id"], b["ok"], b["vanished"], round(b["elapsed_s"], 2), b["error"][:60])
                for b in result["boards"]]  # fmt: skip
-    assert any(b["vanished"] and b["elapsed_s"] > 0.5 for b in result["boards"]), ("none vanished mid-job", summary)
+    killed = [farm.agents[s].agent_id for s in measuring]
+    hit = [x for x in summary if x[0] in killed]
+    assert any(b["vanished"] and b["elapsed_s"] > 0.5 for b in result["boards"]), ("none vanished mid-job", hit)
     # the new boards got a turn: the sweep follows boards that join
     measured = [b["agent_id"] for b in result["boards"] if b["ok"]]
     for joiner in joiners:
@@ -357,9 +416,11 @@ def test_pool_selects_and_sweeps_while_boards_come_and_go(farm: Any, drivers: li
     from rkfarm.farm.history import runs
 
     recorded = runs(path=str(history))
-    assert sorted((r.agent_id, r.kind) for r in recorded) == sorted(
-        (agent_id, kind) for agent_id in measured for kind in ("perf", "memory")
-    )
+    pairs = sorted((r.agent_id, r.kind) for r in recorded)
+    for agent_id in measured:
+        assert pairs.count((agent_id, "perf")) == 1 and pairs.count((agent_id, "memory")) == 1, (agent_id, pairs)
+    for agent_id, kind in pairs:  # a board killed between its timing and its memory has its timing kept
+        assert agent_id in measured or (agent_id in killed and kind == "perf"), (agent_id, kind)
     for board in result["boards"]:
         if board["ok"]:
             ids = {r.id for r in recorded if r.agent_id == board["agent_id"]}
@@ -374,8 +435,15 @@ def test_pool_selects_and_sweeps_while_boards_come_and_go(farm: Any, drivers: li
 
 
 # -- the host side: this file run as a script in a namespace -----------------------------------------------------
+_EMIT = threading.Lock()
+
+
 def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}, default=str), flush=True)
+    """One JSON line, written whole (jobs on several threads emit at once)."""
+    line = json.dumps({"event": event, **fields}, default=str) + "\n"
+    with _EMIT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def scenario_by_id(args: dict[str, Any]) -> None:
@@ -454,22 +522,23 @@ def scenario_watch(args: dict[str, Any]) -> None:
 
 
 def scenario_hold_exclusive(args: dict[str, Any]) -> None:
-    from rkfarm.packages import load_package
+    """The public API: init_runtime(exclusive=True), eval_perf under the hold, release()."""
+    from rkfarm import RKNN
     from rkfarm.remote.client import AgentClient
-    from rkfarm.remote.discovery import probe
-    from rkfarm.remote.runtime import RemoteRuntime, client_name
-    from rkfarm_proto.records import LoadOptions, PerfOptions
+    from rkfarm.remote.runtime import client_name
 
-    device = probe(args["address"], 10)
-    runtime = RemoteRuntime(load_package(Path(args["package"])), device, LoadOptions(), exclusive=True)
+    rknn = RKNN(raise_errors=True)
+    rknn.load_rknn(args["package"])
+    rknn.init_runtime(target="rk3588", device_id=args["address"], exclusive=True)
     with AgentClient(args["address"]) as client:
-        client.use_hold(runtime.hold_id)
+        client.use_hold(rknn._runtime.hold_id)  # type: ignore[union-attr]
         hold = client.info().hold
-    emit("holding", client=client_name(), remaining_s=hold.remaining_s, yours=hold.yours)
+    emit("holding", client=client_name(), yours=hold.yours, expires_unix=hold.expires_unix)
     time.sleep(3.0)  # the other host tries meanwhile
-    response = runtime.client.eval_perf(runtime.session_id, PerfOptions(runs=20))
-    runtime.close()  # the session ends, and its hold with it
-    emit("result", exclusive=response.exclusive, others_calls=response.others_calls, released_unix=time.time())
+    report = rknn.eval_perf(is_print=False, runs=20)
+    rknn.release()  # the session ends, and its hold with it
+    assert report is not None
+    emit("result", where=report.where, released_unix=time.time())
 
 
 def scenario_try_run(args: dict[str, Any]) -> None:
@@ -504,6 +573,38 @@ def scenario_try_run(args: dict[str, Any]) -> None:
     emit("result", ok=False, waited_s=time.monotonic() - started)
 
 
+def scenario_contended(args: dict[str, Any]) -> None:
+    """eval_perf alone, then while another session runs inferences on the same board."""
+    from rkfarm.packages import load_package
+    from rkfarm.remote.discovery import probe
+    from rkfarm.remote.runtime import RemoteRuntime
+    from rkfarm_proto.records import LoadOptions, PerfOptions
+
+    package = load_package(Path(args["package"]))
+    device = probe(args["address"], 10)
+    timed = RemoteRuntime(package, device, LoadOptions())
+    alone = timed.eval_perf(PerfOptions(runs=10))
+    other = RemoteRuntime(package, device, LoadOptions())
+    stop = threading.Event()
+
+    def load() -> None:
+        x = np.zeros((1, 96, 96, 3), np.float32)
+        while not stop.is_set():
+            other.inference([x])
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    time.sleep(0.3)
+    try:
+        shared = timed.eval_perf(PerfOptions(runs=30))
+    finally:
+        stop.set()
+        worker.join()
+        other.close()
+        timed.close()
+    emit("result", where=shared.where, alone_where=alone.where)
+
+
 def scenario_hold_and_die(args: dict[str, Any]) -> None:
     from rkfarm.remote.client import AgentClient
 
@@ -528,6 +629,40 @@ def scenario_race(args: dict[str, Any]) -> None:
         ended = time.time()
         pool.release(boards)
     emit("result", got=True, **{"from": began, "to": ended})
+
+
+def scenario_reserved(args: dict[str, Any]) -> None:
+    from rkfarm.farm.pool import DevicePool
+    from rkfarm.farm.selector import Selector
+    from rkfarm.remote.client import AgentClient
+
+    class Coordinator:  # a stand-in for labgrid: hands out the first matching ids by tags
+        def __init__(self) -> None:
+            self.asked: list[dict[str, Any]] = []
+            self.released: list[list[str]] = []
+
+        def acquire(self, selector: Selector, count: int, timeout_s: float) -> list[str]:
+            self.asked.append({"tags": selector.tags(), "count": count})
+            return sorted(matching)[:count]  # the boards whose tags match, as a tag scheduler would pick
+
+        def release(self, agent_ids: Sequence[str]) -> None:
+            self.released.append(sorted(agent_ids))
+
+    coordinator = Coordinator()
+    with DevicePool(reservations=coordinator, label="reserver") as pool:
+        matching = [d.agent_id for d in pool.boards(args["selector"])]
+        boards = pool.acquire(args["selector"], args["count"], timeout_s=20)
+        holders = []
+        for board in boards:
+            with AgentClient(board.device.address) as client:
+                holders.append(client.info().hold.client)
+        pool.release(boards)
+        after = []
+        for board in boards:
+            with AgentClient(board.device.address) as client:
+                after.append(client.info().hold.client)
+        emit("result", asked=coordinator.asked, held=[b.agent_id for b in boards], holders=holders,
+             label=pool.client_name, released=coordinator.released, after=after)  # fmt: skip
 
 
 def scenario_map_retry(args: dict[str, Any]) -> None:
@@ -571,19 +706,23 @@ def scenario_sweep(args: dict[str, Any]) -> None:
              rk3588_camera=[d.agent_id for d in pool.boards("platform=rk3588,tag:camera")],
              lab2_cores=[d.agent_id for d in pool.boards("lab=2,npu_cores>=2,backend=onnxruntime")])  # fmt: skip
         done: list[str] = []
-        begun: list[str] = []
 
         def progress(finished: int, total: int, run: Any) -> None:
             done.append(run.agent_id)
-            emit("progress", done=finished, total=total, done_ids=list(done), started_ids=list(begun))
+            emit("progress", done=finished, total=total, done_ids=list(done))
 
         result = sweep(args["package"], None, pool=pool, runs=args["runs"], max_workers=args["workers"],
-                       follow=True, memory=True, progress=progress, started=begun.append)  # fmt: skip
+                       follow=True, memory=True, progress=progress,
+                       started=lambda agent_id: emit("started", id=agent_id))  # fmt: skip
     result.to_html(args["html"])
     emit("result", **result.to_dict())
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(relativeCreated)d %(threadName)s %(name)s: %(message)s")
+    logging.getLogger("zeroconf").setLevel(logging.WARNING)
     try:
         globals()[f"scenario_{sys.argv[1]}"](json.loads(sys.argv[2]))
     except Exception as exc:

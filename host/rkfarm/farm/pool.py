@@ -27,6 +27,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import grpc
+
 from rkfarm.errors import AgentUnavailableError, RemoteError, SessionLostError
 from rkfarm.farm.reservations import ReservationError, Reservations, ReservationTimeoutError, reservations_from_env
 from rkfarm.farm.selector import Selector
@@ -135,6 +137,7 @@ class DevicePool:
 
         self.selector = Selector.parse(selector)
         self.registry = registry or shared_registry()
+        self._own_reservations = reservations is None  # made here from RKFARM_LABGRID: closed with the pool
         self.reservations = reservations if reservations is not None else reservations_from_env()
         self.client_name = _client_name(label)
         self.hold_lease_s = hold_lease_s
@@ -450,6 +453,9 @@ class DevicePool:
         self._closed.set()
         self._unsubscribe()
         self.release(self.held())
+        close = getattr(self.reservations, "close", None)
+        if self._own_reservations and callable(close):
+            close()
 
     def __enter__(self) -> DevicePool:
         return self
@@ -463,7 +469,11 @@ def _device(target: Board | Device) -> Device:
 
 
 def _why(refusal: RemoteError) -> str:
-    return "held by someone else" if refusal.refused == REFUSED_HELD else str(refusal)
+    if refusal.refused == REFUSED_HELD:
+        return "held by someone else"
+    if refusal.code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"{refusal} (this rkfarm-agent predates exclusive holds: upgrade it)"
+    return str(refusal)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -334,6 +334,8 @@ class Registry:
     def settle(self, timeout_s: float, want: str | Callable[[list[Any]], bool] | None = None) -> None:
         """Wait (at most ``timeout_s``) until the answers stop coming (see the module docstring); with ``want``
         (an agent id, or a test of the devices), until an agent of that id is known or the test passes."""
+        if self._zc is None or self._stop.is_set():  # never started, or mDNS is unavailable here
+            return
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:  # woken by every change (joins, resolutions, departures) and at the times that matter
@@ -505,7 +507,12 @@ def shared_registry(interfaces: Iterable[str] | None = None) -> Registry:
     with _shared_lock:
         registry = _shared.get(key)
         if registry is None:
-            registry = _shared[key] = Registry(key).start()
+            registry = _shared[key] = Registry(key)
+            try:
+                registry.start()
+            except OSError as exc:  # no multicast here (a container without interfaces): the inventory still works
+                log.warning("mDNS discovery unavailable on %s: %s", ", ".join(key) or "any interface", exc)
+                registry.close()
         return registry
 
 

@@ -16,6 +16,7 @@ soon). ``hold_id`` runs the session under a hold taken before (``AgentClient.hol
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import socket
@@ -133,6 +134,13 @@ class RemoteRuntime(Runtime):
         with self._lock:
             self._session_id = response.session_id
             self._lease_granted = response.lease_s
+        if self._exclusive and not response.hold_id:  # an agent from before holds ignores the request
+            with contextlib.suppress(RemoteError):
+                self._client.unload(response.session_id)
+            raise RemoteError(
+                f"{self.where} cannot hold the board exclusively (rkfarm-agent {self.device.version or '?'} predates "
+                "exclusive holds): upgrade the agent, or run without exclusive=True"
+            )
         if response.hold_id and response.hold_id != self.hold_id:
             self.hold_id = response.hold_id
             self._client.use_hold(response.hold_id)
