@@ -9,7 +9,8 @@
    instrumented package uploaded and run there, plus the runtime/ dumps), and the vendor's figure from the issue
    (RKNN-Toolkit2 on this machine class: 1.7 s).
 2. ``build(auto_hybrid=True)`` on PP-OCRv4 recognition (48x320, 24 calibration lines of width 320, seed 1, the
-   default ``auto_hybrid_cos_thresh=0.98``): the layers kept in float and the output cosine before -> after on
+   ``--threshold``, default ``auto_hybrid_cos_thresh=0.99``: since issue 14 the plain int8 build is above the
+   toolkit's default 0.98 on these lines, so the search would have nothing to do): the layers kept in float and the output cosine before -> after on
    the samples the search measured (the first 8 calibration lines), and on 16 held-out lines (seed 2) against
    the float32 build, with the CTC best-character agreement; the plain int8 build is the baseline, timed too.
 """
@@ -76,7 +77,7 @@ def bench_analysis(work: Path, repeat: int) -> dict[str, Any]:
     rknn.release()
     return {
         "layers": len(result.layers),
-        "dumped_values": sum(np.load(p).size for p in (work / "snapshot" / "golden").glob("*.npy")),
+        "dumped_values": sum(np.load(p).size for p in (work / "snapshot" / "golden").rglob("*.npy")),
         "first_call_s": first,
         "median_s": statistics.median(runs),
         "with_agent_median_s": statistics.median(remote),
@@ -105,7 +106,7 @@ def _fidelity(want: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]
     }
 
 
-def bench_auto_hybrid(work: Path) -> dict[str, Any]:
+def bench_auto_hybrid(work: Path, threshold: float) -> dict[str, Any]:
     dataset = _dataset(work / "rec", [line.image for line in text_lines(24, seed=1, width=320)])
     held_out = [line.image for line in text_lines(16, seed=2, width=320)]
     reference = _rknn("ppocr-rec", REC_SIZE, float_dtype="float32")
@@ -115,14 +116,14 @@ def bench_auto_hybrid(work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     plain.build(do_quantization=True, dataset=str(dataset))
     plain_s = time.perf_counter() - started
-    hybrid = _rknn("ppocr-rec", REC_SIZE)
+    hybrid = _rknn("ppocr-rec", REC_SIZE, auto_hybrid_cos_thresh=threshold)
     started = time.perf_counter()
     hybrid.build(do_quantization=True, dataset=str(dataset), auto_hybrid=True)
     hybrid_s = time.perf_counter() - started
     result = hybrid.hybrid_result
     assert result is not None
     return {
-        "threshold": 0.98,
+        "threshold": threshold,
         "candidates": len(result.ranking),
         "float_layers": result.float_layers,
         "search_samples": result.samples,
@@ -140,10 +141,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--threshold", type=float, default=0.99, help="auto_hybrid_cos_thresh (default: 0.99)")
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
-        results = {"analysis": bench_analysis(Path(tmp), args.repeat), "auto_hybrid": bench_auto_hybrid(Path(tmp))}
+        results = {"analysis": bench_analysis(Path(tmp), args.repeat), "auto_hybrid": bench_auto_hybrid(Path(tmp), args.threshold)}
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

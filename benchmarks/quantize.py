@@ -15,8 +15,9 @@ against the float ONNX model on the evaluation lines: top-1 agreement and mean o
   baseline); ``slim``: the graph rkfarm quantizes (onnxslim-simplified: BatchNorm folded, constants folded),
   upgraded to opset 13, which isolates the quantizer from the graph preparation.
 
-Each build is repeated ``--repeat`` times and the median reported; the vendor's RKNN-Toolkit2 2.5.0 figures on
-this class of machine (from the issue) are printed alongside.
+Each build is repeated ``--repeat`` times and the median reported. The vendor's toolkit is not in this table:
+``benchmarks/vs_vendor.py`` runs it on the same files in the same run (figures measured on other images are no
+comparison).
 """
 
 from __future__ import annotations
@@ -46,9 +47,7 @@ from rkfarm.zoo import packaged_model
 
 SIZE = [1, 3, 48, 192]
 ALGORITHMS = ("normal", "kl_divergence", "mmse")
-TOOLS = ("rkfarm", "onnxruntime-source", "onnxruntime-slim", "vendor")
-# vendor RKNN-Toolkit2 2.5.0: build time s, top-1 agreement, mean cosine (issue 4)
-VENDOR = {"normal": (3.0, 0.965, 0.9872), "mmse": (108.7, 0.970, 0.9935), "kl_divergence": (13.5, 0.940, 0.9897)}
+TOOLS = ("rkfarm", "onnxruntime-source", "onnxruntime-slim")
 
 
 def _preprocess(images: np.ndarray) -> np.ndarray:
@@ -154,8 +153,6 @@ def main() -> int:
                     "top1_agreement": top1,
                     "mean_cosine": cos,
                 }
-            v_time, v_top1, v_cos = VENDOR[algorithm]
-            row["vendor"] = {"build_s": v_time, "top1_agreement": v_top1, "mean_cosine": v_cos}
             for tool in TOOLS[1:]:
                 row[tool]["rkfarm_speedup"] = row[tool]["build_s"] / row["rkfarm"]["build_s"]
             rows[algorithm] = row

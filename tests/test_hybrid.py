@@ -240,8 +240,12 @@ def test_custom_hybrid_keeps_the_subgraph_float(cls_onnx: Path, dataset: Path, t
         assert set(custom) <= set(hybrid.package.header.quantization.float_tensors)
 
 
+# int8 alone reaches output cosine 0.9999 on this classifier (saturation clamps, issue 14): a target above it
+CLS_TARGET = 0.99995
+
+
 def test_auto_hybrid_reaches_the_threshold(cls_onnx: Path, dataset: Path) -> None:
-    threshold = 0.9999
+    threshold = CLS_TARGET
     with configured(cls_onnx, auto_hybrid_cos_thresh=threshold) as rknn:
         rknn.build(do_quantization=True, dataset=str(dataset), auto_hybrid=True)
         result = rknn.hybrid_result
@@ -259,7 +263,7 @@ def test_auto_hybrid_reaches_the_threshold(cls_onnx: Path, dataset: Path) -> Non
 
 
 def test_proposal_fills_custom_quantize_layers(cls_onnx: Path, dataset: Path, tmp_path: Path) -> None:
-    with configured(cls_onnx, auto_hybrid_cos_thresh=0.9999) as rknn:
+    with configured(cls_onnx, auto_hybrid_cos_thresh=CLS_TARGET) as rknn:
         rknn.hybrid_quantization_step1(
             dataset=str(dataset), proposal=True, proposal_dataset_size=8, output_dir=tmp_path
         )
@@ -275,16 +279,17 @@ def _rec_lines(count: int, seed: int) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_auto_hybrid_on_ppocr_rec(tmp_path: Path) -> None:
-    """PP-OCRv4 recognition: int8 output cosine below the default 0.98 threshold; auto_hybrid reaches it."""
+    """PP-OCRv4 recognition: int8 output cosine is above the default 0.98 threshold (0.983 here) but below 0.99;
+    auto_hybrid reaches 0.99 with float layers."""
     dataset = write_dataset(tmp_path, _rec_lines(24, 1))
     with RKNN(raise_errors=True) as rknn:
-        rknn.config(mean_values=[[127.5] * 3], std_values=[[127.5] * 3])
+        rknn.config(mean_values=[[127.5] * 3], std_values=[[127.5] * 3], auto_hybrid_cos_thresh=0.99)
         rknn.load_onnx(str(packaged_model("ppocr-rec").path()), input_size_list=[[1, 3, 48, 320]])
         rknn.build(do_quantization=True, dataset=str(dataset), auto_hybrid=True)
         result = rknn.hybrid_result
         assert result is not None
         print(f"PP-OCRv4 rec auto_hybrid: {result.describe()}: {result.float_layers}")
-        assert result.before.cosine < 0.98 <= result.after.cosine and result.float_layers
+        assert result.before.cosine < 0.99 <= result.after.cosine and result.float_layers
 
 
 def test_cli_build_auto_hybrid(
@@ -295,11 +300,11 @@ def test_cli_build_auto_hybrid(
     out = tmp_path / "hybrid.rkfm"
     rc = main(["build", str(cls_onnx), "-o", str(out), "--input-size", "1,3,48,192", "--mean", "127.5,127.5,127.5",
                "--std", "127.5,127.5,127.5", "--quantize", "--dataset", str(dataset), "--auto-hybrid",
-               "--cos-thresh", "0.9999", "--json"])  # fmt: skip
+               "--cos-thresh", str(CLS_TARGET), "--json"])  # fmt: skip
     assert rc == 0
     captured = capsys.readouterr()
     assert "auto hybrid:" in captured.err and "kept in float" in captured.err
     header = json.loads(captured.out)
     kept = header["quantization"].get("float_tensors", [])
-    assert kept, "a 0.9999 target on this classifier needs at least one float layer"
+    assert kept, f"a {CLS_TARGET} target on this classifier needs at least one float layer"
     assert main(["build", str(cls_onnx), "--auto-hybrid", "--input-size", "1,3,48,192"]) == 1

@@ -100,8 +100,8 @@ def run_accuracy_analysis(
     values = runner.run(feeds)
     entire, single = Means(), Means()
     for p in runner.probes:
-        entire.add(p.name, values.golden[p.name], values.entire[p.name])
-        single.add(p.name, values.golden[p.name], values.single[p.name])
+        entire.add(p.name, values.reference(p.name), values.entire[p.name])
+        single.add(p.name, values.reference(p.name), values.single[p.name])
     dumps = DumpWriter(output_dir, runner.probes, dump)
     written = {"golden": dumps.write("golden", values.golden), "simulator": dumps.write("simulator", values.entire)}
     files = {folder: path for folder, path in written.items() if path is not None}
@@ -118,7 +118,7 @@ def run_accuracy_analysis(
             runtime.close()
         on_board = runner.read(outputs, dict(zip(runner.inputs, feeds)))
         for p in runner.probes:
-            vs_golden.add(p.name, values.golden[p.name], on_board[p.name])
+            vs_golden.add(p.name, values.reference(p.name), on_board[p.name])
             vs_sim.add(p.name, values.entire[p.name], on_board[p.name])
         if (board_dir := dumps.write("runtime", on_board)) is not None:
             files["runtime"] = board_dir

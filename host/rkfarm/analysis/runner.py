@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 
 from rkfarm.analysis.probes import (
@@ -26,6 +27,7 @@ from rkfarm.analysis.probes import (
 from rkfarm.analysis.result import LayerError
 from rkfarm.errors import BuildError
 from rkfarm.metrics import Array, Means
+from rkfarm.quant.saturation import read_clamps
 from rkfarm.runtime.sessions import open_session
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,16 @@ class SampleValues:
     golden: dict[str, Array]  # float model outputs, and the feeds for its inputs
     entire: dict[str, FloatArray]
     single: dict[str, FloatArray]
+    clamps: dict[str, tuple[float, float]]  # tensor -> bounds its readers are flat beyond (quant.saturation)
+
+    def reference(self, name: str) -> Array:
+        """The float value a quantized tensor is measured against: the golden value, clamped where calibration
+        clamped the tensor's range because its readers are flat beyond (there the clamp costs nothing)."""
+        value = self.golden[name]
+        if name not in self.clamps:
+            return value
+        lo, hi = self.clamps[name]
+        return np.clip(value, lo, hi).astype(value.dtype, copy=False)
 
 
 class LayerRunner:
@@ -50,6 +62,7 @@ class LayerRunner:
         self.inputs = [
             i.name for i in float_model.graph.input if i.name not in {t.name for t in float_model.graph.initializer}
         ]
+        self.clamps = read_clamps(qdq_model)
         self.entire = entire_model(qdq_model, self.probes)
         self._golden = open_session(golden_model(float_model, self.probes), "float (golden)")
         self._entire = open_session(self.entire, "quantized")
@@ -70,7 +83,7 @@ class LayerRunner:
             wanted = [i.name for i in self._single.get_inputs()]
             feeds_single = {name: self._golden_feed(name, golden, inputs) for name in wanted}
             single = self.read(self._run(self._single, self.exposed, feeds_single), inputs)
-        return SampleValues(golden, entire, single)
+        return SampleValues(golden, entire, single, self.clamps)
 
     @property
     def exposed(self) -> list[str]:
@@ -107,9 +120,9 @@ def layer_errors(runner: LayerRunner, samples: Iterable[Sequence[Array]]) -> lis
     for feeds in tqdm(samples, desc="analysing layers", unit="sample", leave=False, disable=None):
         values = runner.run(feeds)
         for p in runner.probes:
-            entire.add(p.name, values.golden[p.name], values.entire[p.name])
+            entire.add(p.name, values.reference(p.name), values.entire[p.name])
             if values.single:
-                single.add(p.name, values.golden[p.name], values.single[p.name])
+                single.add(p.name, values.reference(p.name), values.single[p.name])
         count += 1
         del values
     if not count:

@@ -94,6 +94,7 @@ def write_step1(
             "config": {k: v for k, v in asdict(cfg).items() if k != "extras"},
             "options": asdict(result.options),
             "calibration_samples": cal.samples,
+            "clamps": {t: list(bounds) for t, bounds in sorted(cal.plan.clamps.items())},
             "data_sha256": _sha256(files.data),
         }
         model.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
@@ -146,6 +147,8 @@ def load_step2(
     options = QuantOptions(**meta["options"])
     config = read_quant_cfg(cfg_path)
     plan = make_plan(model, options.fuse, options.per_channel)
+    # where step 1's activations are flat (saturation): a fact of the model, whatever ranges the cfg now gives
+    plan.clamps = {t: (float(lo), float(hi)) for t, (lo, hi) in meta.get("clamps", {}).items() if t in plan.group_of}
     given, _ = cfg_parameters(config, plan)
     floats = resolve_layers(
         model,

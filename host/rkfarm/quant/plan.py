@@ -81,6 +81,12 @@ class QuantPlan:
     concats: list[tuple[str, list[str], bool]] = field(default_factory=list)  # (output, inputs, is model output)
     kept_float: list[str] = field(default_factory=list)  # model outputs left float by settle_concats
     single_use: set[str] = field(default_factory=set)  # int8 tensors read by one op and not model outputs
+    # int8 tensors read only by their activation region: tensor -> (the region's node indices, the tensors the
+    # region hands on); ``saturation`` clamps their ranges where the region is flat
+    saturating: dict[str, tuple[list[int], list[str]]] = field(default_factory=dict)
+    # set by calibration: tensor -> the bounds ``saturation`` clamped its range to (its readers are flat beyond);
+    # comparing such a tensor with the float model means comparing with the float value clamped the same way
+    clamps: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class _UnionFind:
@@ -216,6 +222,18 @@ def make_plan(model: onnx.ModelProto, fuse: str = "relu", per_channel: bool = Tr
     ]
     plan = QuantPlan(activations, dict(groups), group_of, weights, sorted(fused), concats)
     plan.single_use = {t for t in activations if len(consumers[t]) == 1 and t not in graph_outputs}
+    for tensor in activations:
+        nodes = sorted(members.get(tensor, []))
+        if not nodes or tensor in graph_outputs or set(consumers[tensor]) - set(nodes):
+            continue
+        inside = set(nodes)
+        leaving = [
+            out
+            for i in nodes
+            for out in g.node[i].output
+            if out in graph_outputs or any(c not in inside for c in consumers[out])
+        ]
+        plan.saturating[tensor] = (nodes, leaving)
     return plan
 
 

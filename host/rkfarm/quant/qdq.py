@@ -30,6 +30,7 @@ from onnx import helper, numpy_helper
 from rkfarm import graph
 from rkfarm.errors import BuildError
 from rkfarm.quant.plan import BIAS_INPUT, COMPUTE_OPS, QuantPlan, WeightUse
+from rkfarm.quant.saturation import record_clamps
 from rkfarm.quant.scheme import (
     INT8_MAX,
     INT8_MIN,
@@ -42,6 +43,7 @@ from rkfarm.quant.scheme import (
     quantize_array,
     weight_params,
     weight_params_from_absmax,
+    weight_params_mse,
 )
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,13 @@ def parameter_table(
     ranges: Mapping[str, tuple[float, float]],
     activations: bool = True,
     given: Mapping[str, QuantParams] | None = None,
+    weight_search: bool = False,
 ) -> QuantTable:
     """Parameters of every planned tensor: activations from their group's range, then weights and biases.
 
     ``given`` (hybrid quantization step 2: a ``.quantization.cfg``) supplies activation and weight parameters
-    ahead of ``ranges`` and the weights' own extremes; biases always follow ``s_in * s_w``."""
+    ahead of ``ranges`` and the weights' own extremes; biases always follow ``s_in * s_w``. ``weight_search``
+    (``mmse``): each weight channel's clipping level minimises its squared error instead of being its max |w|."""
     given = given or {}
     table: QuantTable = {}
     if activations:
@@ -87,7 +91,10 @@ def parameter_table(
     for use in plan.weights:
         weight = numpy_helper.to_array(inits[use.weight])
         if use.weight_key not in table:
-            params = given[use.weight_key] if use.weight_key in given else weight_params(weight, use.axis)
+            if use.weight_key in given:
+                params = given[use.weight_key]
+            else:
+                params = (weight_params_mse if weight_search else weight_params)(weight, use.axis)
             if activations and use.bias is not None and use.activation is not None:
                 params = _fit_bias(params, numpy_helper.to_array(inits[use.bias]), table[use.activation], use)
             table[use.weight_key] = params
@@ -200,6 +207,7 @@ def apply_qdq(model: onnx.ModelProto, plan: QuantPlan, table: QuantTable) -> onn
     g.initializer.extend(new_inits)
     del g.value_info[:]
     graph.eliminate_dead_nodes(m)
+    record_clamps(m, {t: bounds for t, bounds in plan.clamps.items() if t in table})
     return m
 
 

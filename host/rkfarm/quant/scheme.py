@@ -5,7 +5,8 @@ Activations, per tensor: the calibrated range is widened to include 0, then
 representable (zero padding, ReLU) and the 256 levels span the range.
 
 Weights, per output channel (``quantized_method='channel'``) or per tensor (``'layer'``): symmetric,
-``scale = max|w| / 127``, zero point 0, levels -127..127. Symmetric because ONNX Runtime's integer
+``scale = max|w| / 127`` (``mmse``: ``clip / 127`` for the clip that minimises the channel's squared error),
+zero point 0, levels -127..127. Symmetric because ONNX Runtime's integer
 convolution and matmul kernels take one weight zero point (a per-channel zero point must be the same for every
 channel, so only 0 is usable), and a zero weight offset keeps the int32 accumulation free of a correction term —
 which is also how the NPU's int8 MAC arrays are fed. The activation side carries the asymmetry.
@@ -99,6 +100,28 @@ def weight_params(weight: npt.NDArray[np.floating], axis: int | None) -> QuantPa
         others = tuple(i for i in range(w.ndim) if i != axis)
         absmax = w.max(axis=others, initial=0.0).reshape(-1)
     return weight_params_from_absmax(absmax, axis)
+
+
+WEIGHT_CANDIDATES = 48  # clipping levels tried per channel by weight_params_mse
+WEIGHT_MIN_CLIP = 0.5  # the smallest, as a fraction of the channel's largest |w|
+
+
+def weight_params_mse(weight: npt.NDArray[np.floating], axis: int | None) -> QuantParams:
+    """Symmetric int8 parameters whose clipping level minimises the squared rounding and clipping error of the
+    weight, per channel along ``axis`` (``mmse``): a channel with one outlying weight gives up that weight's
+    exactness for finer levels for all the others. Candidates run from max|w| down to half of it."""
+    w = np.asarray(weight, np.float64)
+    rows = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    absmax = np.maximum(np.abs(rows).max(axis=1, initial=0.0), MIN_SPAN)
+    best, best_err = absmax.copy(), np.full(absmax.shape, np.inf)
+    for fraction in np.linspace(1.0, WEIGHT_MIN_CLIP, WEIGHT_CANDIDATES):
+        clip = absmax * fraction
+        scale = (clip / WEIGHT_LEVEL).astype(np.float32).astype(np.float64)[:, None]
+        q = np.clip(np.round(rows / scale), -WEIGHT_LEVEL, WEIGHT_LEVEL)
+        err = ((rows - q * scale) ** 2).sum(axis=1)
+        better = err < best_err
+        best[better], best_err[better] = clip[better], err[better]
+    return weight_params_from_absmax(best, axis)
 
 
 def weight_params_from_absmax(absmax: npt.NDArray[np.float64], axis: int | None) -> QuantParams:
