@@ -8,11 +8,12 @@
    the same run: the same call with ``target=`` on a local agent (``rkfarm-agent serve`` on loopback: the
    instrumented package uploaded and run there, plus the runtime/ dumps), and the vendor's figure from the issue
    (RKNN-Toolkit2 on this machine class: 1.7 s).
-2. ``build(auto_hybrid=True)`` on PP-OCRv4 recognition (48x320, 24 calibration lines of width 320, seed 1, the
+2. ``build(auto_hybrid=True)`` on PP-OCRv4 recognition (48x320, 24 calibration lines of width 320, seed 1,
    ``--threshold``, default ``auto_hybrid_cos_thresh=0.99``: since issue 14 the plain int8 build is above the
-   toolkit's default 0.98 on these lines, so the search would have nothing to do): the layers kept in float and the output cosine before -> after on
-   the samples the search measured (the first 8 calibration lines), and on 16 held-out lines (seed 2) against
-   the float32 build, with the CTC best-character agreement; the plain int8 build is the baseline, timed too.
+   toolkit's default 0.98 on these lines, so the search would have nothing to do): the layers kept in float and
+   the output cosine before -> after on the samples the search measured (the first 8 calibration lines), and on
+   16 held-out lines (seed 2) against the float32 build, with the CTC best-character agreement; the plain int8
+   build is the baseline, timed too.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
-        results = {"analysis": bench_analysis(Path(tmp), args.repeat), "auto_hybrid": bench_auto_hybrid(Path(tmp), args.threshold)}
+        results = {
+            "analysis": bench_analysis(Path(tmp), args.repeat),
+            "auto_hybrid": bench_auto_hybrid(Path(tmp), args.threshold),
+        }
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

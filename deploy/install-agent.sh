@@ -7,7 +7,7 @@
 #   sudo ./install-agent.sh --token                 # require a bearer token: makes /etc/rkfarm/token
 #   sudo ./install-agent.sh --farm-key farm.key     # opens encrypted models (made by `rkfarm keygen` on the PC)
 #   sudo ./install-agent.sh --tls-cert agent-b1.pem --tls-key agent-b1.key [--tls-client-ca ca.pem]
-#   sudo ./install-agent.sh --uninstall
+#   sudo ./install-agent.sh --uninstall            # the service and /opt/rkfarm; models and /etc/rkfarm stay
 #   sudo ./install-agent.sh --no-systemd            # install the unit without enabling/starting it (no systemd)
 #   ./install-agent.sh --prefix /tmp/try --no-systemd   # a trial under DIR: no user, no root, nothing else changes
 #   --python PATH (default python3, >= 3.10)   --index-url URL (or PIP_INDEX_URL; PIP_NO_INDEX skips the check)
@@ -31,7 +31,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SPEC=""
 TOKEN=0
 TLS_CERT="" TLS_KEY="" TLS_CLIENT_CA="" FARM_KEY=""
-DEST="" SYSTEMD=1 PYTHON="${PYTHON:-python3}" OWNER=rkfarm GROUP=rkfarm
+DEST="" SYSTEMD=1 PYTHON="${PYTHON:-python3}" OWNER=rkfarm GROUP=rkfarm UNINSTALL=0
 
 fail() { echo "install-agent.sh: $*" >&2; exit 1; }
 
@@ -50,14 +50,29 @@ while [[ $# -gt 0 ]]; do
     --prefix) DEST="$(realpath -m "$2")"; shift 2 ;;
     --python) PYTHON="$2"; shift 2 ;;
     --index-url) export PIP_INDEX_URL="$2"; shift 2 ;;
-    --uninstall)
-      systemctl disable --now rkfarm-agent 2>/dev/null || true
-      rm -f "$UNIT"; systemctl daemon-reload
-      echo "rkfarm-agent removed (models kept in /var/lib/rkfarm-agent, settings in $CONF_DIR)"; exit 0 ;;
+    --uninstall) UNINSTALL=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install-agent.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
+
+if [[ $UNINSTALL -eq 1 ]]; then  # the service and the program; models and settings stay
+  if [[ -n "$DEST" ]]; then
+    PREFIX="$DEST/opt/rkfarm" CONF_DIR="$DEST/etc/rkfarm" UNIT="$DEST/etc/systemd/system/rkfarm-agent.service"
+  else
+    [[ $EUID -eq 0 ]] || fail "run as root (sudo) to uninstall, or name the trial folder with --prefix DIR"
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now rkfarm-agent >/dev/null 2>&1 || true
+    elif command -v systemctl >/dev/null; then  # a chroot or image: disabling works offline
+      systemctl disable rkfarm-agent >/dev/null 2>&1 || true
+    fi
+  fi
+  rm -f "$UNIT" "$(dirname "$UNIT")/multi-user.target.wants/rkfarm-agent.service"
+  rm -rf "$PREFIX"
+  if [[ -z "$DEST" && -d /run/systemd/system ]]; then systemctl daemon-reload; fi
+  echo "rkfarm-agent removed (models kept in ${DEST}/var/lib/rkfarm-agent, settings in $CONF_DIR)"
+  exit 0
+fi
 
 if [[ -z "$SPEC" ]]; then  # no --wheel/--spec: the wheel copied beside deploy/, or built into dist/
   shopt -s nullglob
@@ -96,8 +111,10 @@ found="$(py_version)"
 [[ -z "$found" ]] || py_ok "$found" || fail "needs Python >= 3.10; $PYTHON ($(command -v "$PYTHON")) is $found $TOO_OLD"
 if [[ -z "$found" ]] || ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   if [[ -z "$DEST" && "$PYTHON" == python3 ]] && command -v apt-get >/dev/null; then
-    apt-get update -q
-    apt-get install -y -q python3 python3-venv
+    log="$(mktemp -t rkfarm-install-apt.XXXXXX.log)"
+    echo "    installing python3 python3-venv with apt-get (log: $log)"
+    { apt-get update -q && apt-get install -y -q python3 python3-venv; } >"$log" 2>&1 ||
+      fail "apt-get could not install python3 python3-venv (log: $log) -> check the network and the apt sources, or install them first"
     found="$(py_version)"
   fi
   [[ -n "$found" ]] || fail "$PYTHON not found: needs Python >= 3.10 (apt-get install python3 python3-venv)"

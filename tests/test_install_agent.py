@@ -110,6 +110,49 @@ def test_unknown_option_and_missing_root(tmp_path: Path) -> None:
     assert _one_line(proc.stderr) == "install-agent.sh: run as root (sudo), or try it under a folder with --prefix DIR"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the apt-get path runs only as root, without --prefix")
+def test_offline_board_without_venv_fails_in_one_line(tmp_path: Path) -> None:
+    """python3 without ensurepip (Debian's default) on a board that cannot reach its apt mirror: apt-get's own
+    output goes to a log, the script says one line naming it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\ncase "$*" in *ensurepip*) exit 1 ;; esac\necho 3.11\n')
+    (bin_dir / "apt-get").write_text('#!/bin/sh\necho "E: Could not resolve deb.debian.org"; exit 100\n')
+    for tool in ("python3", "apt-get"):
+        (bin_dir / tool).chmod(0o755)
+    proc = _run(INSTALL, "--wheel", str(_fake_wheel(tmp_path)), "--no-systemd",
+                env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})  # fmt: skip
+    assert proc.returncode == 1
+    line = _one_line(proc.stderr)
+    assert line.startswith("install-agent.sh: apt-get could not install python3 python3-venv (log: ")
+    log = Path(line.split("(log: ")[1].split(")")[0])
+    assert "Could not resolve" in log.read_text() and "Could not resolve" not in proc.stdout
+    log.unlink()
+
+
+def test_uninstall_removes_the_service_and_program_and_keeps_settings(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    unit_dir = prefix / "etc/systemd/system"
+    (unit_dir / "multi-user.target.wants").mkdir(parents=True)
+    (unit_dir / "rkfarm-agent.service").write_text("[Unit]\n")
+    (unit_dir / "multi-user.target.wants/rkfarm-agent.service").symlink_to(unit_dir / "rkfarm-agent.service")
+    (prefix / "opt/rkfarm/venv/bin").mkdir(parents=True)
+    (prefix / "etc/rkfarm").mkdir(parents=True)
+    (prefix / "etc/rkfarm/agent.env").write_text("RKFARM_AGENT_PORT=50051\n")
+    bin_dir = tmp_path / "bin"  # a systemctl that records being called: a --prefix uninstall must never call it
+    bin_dir.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    proc = _run(INSTALL, "--uninstall", "--prefix", str(prefix), env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert not (prefix / "opt/rkfarm").exists() and not (unit_dir / "rkfarm-agent.service").exists()
+    assert not (unit_dir / "multi-user.target.wants/rkfarm-agent.service").is_symlink()
+    assert (prefix / "etc/rkfarm/agent.env").read_text() == "RKFARM_AGENT_PORT=50051\n" and not calls.exists()
+    again = _run(INSTALL, "--prefix", str(prefix), "--uninstall")  # nothing left to remove: still fine
+    assert again.returncode == 0 and "removed" in again.stdout
+
+
 def test_help_lists_the_options() -> None:
     proc = _run(INSTALL, "--help")
     assert proc.returncode == 0
