@@ -3,6 +3,7 @@ or a script that forgets release(); a token-protected agent is named as wanting 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from agent_fixtures import AgentProcess, write_token
 from test_cli_errors import tiny_onnx
 
 from rkfarm.remote.credentials import Credentials
+from rkfarm.remote.discovery import probe
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -101,3 +103,20 @@ def test_inventory_entry_without_port_is_refused() -> None:
         assert inventory_addresses() == ["10.0.0.5:50551", "10.0.0.6:6000"]
     finally:
         del os.environ["RKFARM_AGENTS"]
+
+
+def test_devices_show_whether_the_npu_path_is_ready(agent: AgentProcess) -> None:
+    """This machine has no librknnrt and no rknpu node: the agent says so in Info.system, and the host shows it
+    (`rkfarm devices`: NPU PATH missing; --json: npu_ready false with the agent's own lines on what lacks)."""
+    env = {**os.environ, "RKFARM_AGENTS": agent.address}
+    table = cli("devices", "--timeout", "0.5", env=env)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert "NPU PATH" in header
+    row = next(r for r in rows if agent.address in r)
+    assert row[header.index("NPU PATH") :].split()[0] == "missing"
+    listed = cli("devices", "--timeout", "0.5", "--json", env=env)
+    found = next(d for d in json.loads(listed.stdout) if d["address"] == agent.address)
+    assert found["npu_ready"] is False  # from the mDNS record (TXT "npu"), or from Info for an inventory agent
+    probed = probe(agent.address)  # Info: what lacks, one line each, as `rkfarm-agent doctor` says it
+    assert probed.npu_ready is False and any(line.startswith("librknnrt: ") for line in probed.npu_missing)

@@ -116,6 +116,45 @@ def test_errors_speak_flags(tmp_path: Path) -> None:
     assert in_flags("fix it with config(float_dtype='float32')") == "fix it with --float-dtype float32"
 
 
+def test_damaged_source_files_of_every_framework(tmp_path: Path) -> None:
+    """A damaged or mistaken source file of each framework `rkfarm build` reads: one line naming the file, exit 1,
+    no package written (the frontends' messages are checked in their own tests; here: that none escapes as a
+    traceback through the CLI)."""
+    rng = np.random.default_rng(0)
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text('name: "n"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                        '  convolution_param { num_output: 4 kernel_size: 3 } }\n')  # fmt: skip
+    caffemodel = tmp_path / "net.caffemodel"
+    caffemodel.write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    unbalanced = tmp_path / "unbalanced.prototxt"
+    unbalanced.write_text('input: "data"\nlayer { name: "c" type: "ReLU"\n')
+    cfg = tmp_path / "yolo.cfg"
+    cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=4\nsize=3\nstride=1\n"
+                   "pad=1\nactivation=leaky\n")  # fmt: skip
+    weights = tmp_path / "yolo.weights"
+    weights.write_bytes(b"\x00" * 10)  # shorter than the header
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\x1c\x00\x00\x00TFL3" + rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+    torchscript = tmp_path / "m.pt"
+    torchscript.write_bytes(b"PK\x03\x04" + rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+    saved_model = tmp_path / "saved_model.pb"
+    saved_model.write_bytes(b"\x08\x01\x12\x00")  # a SavedModel: schema version 1, an empty meta graph
+    cases = [  # source, its options, the damaged file the message names
+        (prototxt, ["--blobs", str(caffemodel)], caffemodel),
+        (unbalanced, [], unbalanced),
+        (cfg, ["--weights", str(weights)], weights),
+        (tflite, [], tflite),
+        (torchscript, ["--input-size", "1,3,8,8"], torchscript),
+        (saved_model, ["--inputs", "x", "--outputs", "y", "--input-size", "1,4"], saved_model),
+    ]
+    for source, options, damaged in cases:
+        out_file = tmp_path / (source.stem + ".rkfm")
+        out = cli("build", str(source), *options, "-o", str(out_file))
+        one_line_failure(out, damaged.name)
+        assert not out_file.exists(), source
+
+
 def test_board_only_install(tmp_path: Path, package: Path) -> None:
     """Without the host extras (no onnx), host commands say what to install; running a package still works."""
     code = "import sys; sys.modules['onnx'] = None\nfrom rkfarm.cli import main\nsys.exit(main(sys.argv[1:]))"

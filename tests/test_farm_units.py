@@ -155,10 +155,14 @@ def test_advert_carries_what_a_pool_needs() -> None:
     advert = AgentAdvert(
         "board-1", "rk3588", 3, "0.1.0", ("onnxruntime",), "none", tags={"lab": "2", "camera": ""},
         mem_free_bytes=3 << 30, load=0.25, sessions=2, holder="alice@laptop", held_until=1_900_000_000.0,
+        npu_ready=False,
     )  # fmt: skip
     txt = {k.encode(): v.encode() for k, v in advert.to_txt().items()}
     back = AgentAdvert.from_txt(txt)
-    assert back == advert
+    assert back == advert and txt[b"npu"] == b"missing"
+    assert "npu" not in AgentAdvert("b", "rk3588", 3, "0.1", (), "none").to_txt()  # not said: an older agent
+    assert AgentAdvert.from_txt({b"npu": b"ready"}).npu_ready is True
+    assert AgentAdvert.from_txt({b"npu": b"maybe"}).npu_ready is None
     assert txt[b"tags"] == b"camera,lab=2" and txt[b"mem_free"] == b"3072"
 
 

@@ -53,6 +53,7 @@ def _onnx_bytes() -> bytes:
         ("m.pb", _onnx_bytes(), "onnx"),  # an ONNX file with TensorFlow's extension: its bytes decide
         ("m.pb", b"\x0a\x0bPlaceholder", "tensorflow"),
         ("m.pb", b"\x0a\x09\x0a\x01x\x12\x04name:input:0", "tensorflow"),  # Caffe's words in a binary GraphDef
+        ("saved_model.pb", b"\x08\x01\x12\x00", "tensorflow"),  # a SavedModel: its loader says to freeze it
         ("m.pt", b"PK\x03\x04rest", "pytorch"),
         ("m.tflite", b"\x1c\x00\x00\x00TFL3", "tflite"),
         ("model", b"\x1c\x00\x00\x00TFL3", "tflite"),  # no extension at all

@@ -9,7 +9,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health_pb2
 
-from rkfarm_agent import __version__, system
+from rkfarm_agent import __version__, doctor, system
 from rkfarm_agent.advertise import Advertiser, load_per_cpu, memory_available_bytes
 from rkfarm_agent.auth import agent_auth
 from rkfarm_agent.backends import available_backends
@@ -114,6 +114,7 @@ class AgentServer:
                 backends=tuple(available_backends()),
                 auth=self.service.auth_mode,
                 tags=dict(self.config.tags),
+                npu_ready=doctor.system_info().npu_ready,
             )
             self._advertiser = Advertiser(advert, port, self.config.mdns_interfaces, self._advert_status)
             self._advertiser.on_state = self._advertise_state

@@ -10,7 +10,7 @@ SERVICE_TYPE = "_rkfarm._tcp.local."
 API_VERSION = "v1"
 TXT_TAGS_MAX = 200  # bytes of tags in the TXT record (one DNS string holds 255); all of them are in Info
 TXT_HOLDER_MAX = 64
-_KNOWN = {"id", "platform", "npu_cores", "version", "backends", "auth", "api"}
+_KNOWN = {"id", "platform", "npu_cores", "version", "backends", "auth", "api", "npu"}
 _DYNAMIC = {"tags", "tags_more", "mem_free", "load", "sessions", "holder", "held_until", "dup"}
 
 
@@ -61,6 +61,9 @@ class AgentAdvert:
     holder: str = ""
     held_until: float = 0.0
     dup: bool = False
+    # whether vendor .rknn models can run on this board's NPU (librknnrt loads, the rknpu driver's node is
+    # there: SystemInfo.npu_ready); None: not said (an older agent). What is missing is in Info.system.
+    npu_ready: bool | None = None
 
     def to_txt(self) -> dict[str, str]:
         txt = {
@@ -88,6 +91,8 @@ class AgentAdvert:
             txt["held_until"] = str(int(self.held_until))
         if self.dup:
             txt["dup"] = "1"
+        if self.npu_ready is not None:
+            txt["npu"] = "ready" if self.npu_ready else "missing"
         return txt
 
     @classmethod
@@ -117,6 +122,7 @@ class AgentAdvert:
             holder=txt.get("holder", ""),
             held_until=_number(txt.get("held_until"), float, 1) or 0.0,
             dup=txt.get("dup") == "1",
+            npu_ready={"ready": True, "missing": False}.get(txt.get("npu", "")),
         )
 
 

@@ -81,6 +81,11 @@ def sniff(head: bytes) -> str | None:
             if marker in head:
                 return "caffe"
         return None
+    if head[:3] == b"\x08\x01\x12":
+        # SavedModel: schema version 1 (field 1), then a meta graph (field 2). An ONNX file starts the same
+        # way only with ir_version 1, which no exporter has written since 2017; TensorFlow's loader then says
+        # to freeze it (the vendor loads frozen GraphDefs only)
+        return "tensorflow"
     if head[:1] == b"\x08":
         return "onnx"  # ModelProto starts with ir_version (field 1, varint)
     if head[:1] == b"\x0a":

@@ -30,6 +30,10 @@ class Device:
     dup: bool = False  # advertised under another name: another agent had this id first
     instance: str = ""  # the mDNS instance name
     conflict: tuple[str, ...] = ()  # addresses of other agents claiming the same id
+    # vendor .rknn models can run on its NPU (librknnrt and the rknpu driver found); None: not reported.
+    # What is missing, one line each with its fix: npu_missing (from Info; `rkfarm-agent doctor` on the board)
+    npu_ready: bool | None = None
+    npu_missing: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -125,6 +125,8 @@ def probe(
         sessions=int(info.sessions_open) if info.memory_available_bytes else None,
         holder=info.hold.client if info.HasField("hold") else "",
         held_until=info.hold.expires_unix if info.HasField("hold") else 0.0,
+        npu_ready=info.system.npu_ready if info.HasField("system") else None,
+        npu_missing=tuple(info.system.npu_missing) if info.HasField("system") else (),
     )
 
 
@@ -237,11 +239,16 @@ def usable(device: Device, credentials: Credentials | None = None) -> Device:
     return device
 
 
+def _npu_path(d: Device) -> str:
+    """ready: vendor .rknn models run on the board's NPU; missing: `rkfarm-agent doctor` there says what lacks."""
+    return "-" if d.npu_ready is None else "ready" if d.npu_ready else "missing"
+
+
 def _row(d: Device) -> tuple[str, ...]:
     tags = ",".join(f"{k}={v}" if v else k for k, v in sorted(d.tags.items())) or "-"
     return (
-        d.agent_id, d.address, d.platform, str(d.npu_cores), ",".join(d.backends), d.auth, d.version, d.source,
-        tags, d.holder or "-",
+        d.agent_id, d.address, d.platform, str(d.npu_cores), _npu_path(d), ",".join(d.backends), d.auth, d.version,
+        d.source, tags, d.holder or "-",
     )  # fmt: skip
 
 
@@ -249,7 +256,7 @@ def format_devices(devices: list[Device]) -> str:
     if not devices:
         return "no agents found (is `rkfarm-agent serve` running? is multicast blocked? try RKFARM_AGENTS=host:port)"
     rows: list[tuple[str, ...]] = [
-        ("ID", "ADDRESS", "PLATFORM", "NPU", "BACKENDS", "AUTH", "VERSION", "FOUND BY", "TAGS", "HELD BY")
+        ("ID", "ADDRESS", "PLATFORM", "NPU", "NPU PATH", "BACKENDS", "AUTH", "VERSION", "FOUND BY", "TAGS", "HELD BY")
     ]
     rows += [_row(d) for d in devices]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -476,6 +476,7 @@ def _device(name: str, info: Any) -> Device:
         held_until=advert.held_until,
         dup=advert.dup,
         instance=name.removesuffix("." + SERVICE_TYPE),
+        npu_ready=advert.npu_ready,
     )
 
 
