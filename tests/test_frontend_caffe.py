@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from rkfarm.api import RKNN
 from rkfarm.errors import ModelLoadError, NotSupportedError
 from rkfarm.frontends import LoadedGraph
 from rkfarm.frontends.caffe import load_caffe
@@ -309,6 +310,42 @@ def test_mobilenet_ssd_matches_pytorch(tmp_path: Path, record_property: Callable
     feeds = net.feeds()
     worst = assert_close(run(loaded.model, feeds), net.reference(feeds))
     print(f"MobileNet-SSD: max abs diff vs PyTorch {worst:.2e}")
+
+
+@pytest.mark.slow
+def test_mobilenet_ssd_float_and_int8_builds(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+    """The SSD through the vendor's flow (config with mean/std, load_caffe, build, inference on an RGB image in the
+    simulator): the float16 build and the int8 build (8 calibration images, disjoint from the test image) against
+    PyTorch's float32 on the same image. The priors are constants: int8 moves them by less than one step."""
+    from PIL import Image
+
+    net = mobilenet_ssd()
+    proto, weights = net.write(tmp_path, "ssd")
+    images = synthetic_images(tmp_path, 9, 300)
+    dataset = tmp_path / "dataset.txt"
+    dataset.write_text("".join(f"{p.name}\n" for p in images[:8]))
+    image = np.asarray(Image.open(images[8]).convert("RGB"))
+    x = ((image.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[np.newaxis]
+    want = net.reference({"data": x})
+    names = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
+    for quantized, floor in ((False, 0.9999), (True, 0.995)):
+        rknn = RKNN()
+        rknn.config(mean_values=[127.5] * 3, std_values=[127.5] * 3, target_platform="rk3588")
+        assert rknn.load_caffe(str(proto), str(weights)) == 0
+        assert rknn.build(do_quantization=quantized, dataset=str(dataset)) == 0
+        assert rknn.init_runtime() == 0
+        got = rknn.inference(inputs=[image])
+        rknn.release()
+        assert got is not None and len(got) == 3
+        for name, g in zip(names, got):
+            g64, w64 = g.astype(np.float64).ravel(), want[name].astype(np.float64).ravel()
+            assert g64.size == w64.size, name
+            cos = float(g64 @ w64 / (np.linalg.norm(g64) * np.linalg.norm(w64)))
+            record_property(f"{'int8' if quantized else 'float16'}_{name}_cosine", round(cos, 6))
+            print(f"MobileNet-SSD {'int8' if quantized else 'float16'} {name}: cosine {cos:.6f} vs PyTorch")
+            assert cos > floor, (quantized, name, cos)
+        priors = got[2].astype(np.float64).ravel() - want["mbox_priorbox"].ravel()
+        assert np.abs(priors).max() < 1 / 255, quantized
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
