@@ -10,7 +10,8 @@
 #   sudo ./install-agent.sh --uninstall            # the service and /opt/rkfarm; models and /etc/rkfarm stay
 #   sudo ./install-agent.sh --no-systemd            # install the unit without enabling/starting it (no systemd)
 #   ./install-agent.sh --prefix /tmp/try --no-systemd   # a trial under DIR: no user, no root, nothing else changes
-#   --python PATH (default python3, >= 3.10)   --index-url URL (or PIP_INDEX_URL; PIP_NO_INDEX skips the check)
+#   --python PATH (default python3, >= 3.10)   --index-url URL (or PIP_INDEX_URL, else index-url in pip.conf;
+#   PIP_NO_INDEX skips the check)
 # In a chroot or container (an image build), where systemd is not running, the service is enabled, not started.
 #
 # Secrets (token, TLS key) are installed mode 0600, owned by the rkfarm user the service runs as, and named
@@ -126,8 +127,35 @@ echo "    $PYTHON $found"
 if [[ -n "${PIP_NO_INDEX:-}" ]]; then
   echo "==> package index: PIP_NO_INDEX is set, pip installs from its --find-links only"
 else
-  INDEX="${PIP_INDEX_URL:-https://pypi.org/simple}"
-  echo "==> package index $INDEX"
+  # the index pip will use: PIP_INDEX_URL, else index-url from pip's own config files (a board pointed at a
+  # mirror by /etc/pip.conf), read in pip's order, later files and [install] over [global]; else PyPI
+  if [[ -n "${PIP_INDEX_URL:-}" ]]; then
+    INDEX="$PIP_INDEX_URL" FROM=""
+  else
+    IFS=$'\t' read -r INDEX FROM < <("$PYTHON" - <<'PY'
+import configparser, os
+home, xdg = os.path.expanduser("~"), os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+dirs = (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+files = [os.path.join(d, "pip", "pip.conf") for d in dirs] + ["/etc/pip.conf", os.path.join(home, ".pip", "pip.conf"),
+         os.path.join(xdg, "pip", "pip.conf"), os.environ.get("PIP_CONFIG_FILE", "")]
+index, origin = "https://pypi.org/simple", ""
+for path in files:
+    if not path or path == os.devnull:
+        continue
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error:
+        continue  # pip itself says what is wrong with it
+    for section in ("global", "install"):
+        for key in ("index-url", "index_url"):
+            if parser.has_option(section, key) and parser.get(section, key).strip():
+                index, origin = parser.get(section, key).split()[0], path
+print(f"{index}\t{origin}")
+PY
+)
+  fi
+  echo "==> package index $INDEX${FROM:+ (index-url in $FROM)}"
   # one small page (the pip project's), never the index's list of every project; any HTTP answer means reachable,
   # and so does a certificate the system store cannot verify (pip checks with its own bundle or PIP_CERT)
   why="$("$PYTHON" - "$INDEX" <<'PY' 2>&1
@@ -143,7 +171,7 @@ except urllib.error.URLError as exc:
 except (OSError, ValueError) as exc:
     sys.exit(str(exc))
 PY
-)" || fail "cannot reach the package index $INDEX (${why:-no answer}) -> check the network and proxy (https_proxy), or set PIP_INDEX_URL to a reachable mirror"
+)" || fail "cannot reach the package index $INDEX${FROM:+ (index-url in $FROM)} (${why:-no answer}) -> check the network and proxy (https_proxy), or set PIP_INDEX_URL to a reachable mirror"
 fi
 
 echo "==> user and folders"

@@ -91,6 +91,23 @@ def test_index_url_option_is_checked_too(tmp_path: Path) -> None:
     assert proc.returncode == 1 and f"cannot reach the package index {index}" in _one_line(proc.stderr)
 
 
+def test_index_url_from_pip_conf_is_the_one_checked(tmp_path: Path) -> None:
+    """A board pointed at a mirror by pip's config (here PIP_CONFIG_FILE, read last as pip reads it): the script
+    checks that mirror, not PyPI, says where it came from, and [install] wins over [global] as it does for pip."""
+    closed = f"http://127.0.0.1:{_closed_port()}/simple"
+    conf = tmp_path / "pip.conf"
+    conf.write_text(f"[global]\nindex-url = https://pypi.org/simple\n\n[install]\nindex-url = {closed}\n")
+    proc = _run(INSTALL, "--wheel", str(_fake_wheel(tmp_path)), "--prefix", str(tmp_path / "p"), "--no-systemd",
+                env={"PIP_CONFIG_FILE": str(conf), "PIP_INDEX_URL": ""})  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"install-agent.sh: cannot reach the package index {closed} (index-url in {conf}) (")
+    assert f"==> package index {closed} (index-url in {conf})" in proc.stdout
+    proc = _run(INSTALL, "--wheel", str(_fake_wheel(tmp_path)), "--prefix", str(tmp_path / "p"), "--no-systemd",
+                env={"PIP_CONFIG_FILE": str(conf), "PIP_INDEX_URL": closed.replace("/simple", "/other")})  # fmt: skip
+    assert "index-url in" not in proc.stderr and "/other" in _one_line(proc.stderr)  # the variable wins
+
+
 def test_unknown_option_and_missing_root(tmp_path: Path) -> None:
     proc = _run(INSTALL, "--frobnicate")
     assert proc.returncode == 2 and "unknown option --frobnicate" in proc.stderr
