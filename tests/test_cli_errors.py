@@ -3,6 +3,7 @@ a board-only install, the demo without its model package, the agent's bad option
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -151,7 +152,10 @@ def test_damaged_source_files_of_every_framework(tmp_path: Path) -> None:
     for source, options, damaged in cases:
         out_file = tmp_path / (source.stem + ".rkfm")
         out = cli("build", str(source), *options, "-o", str(out_file))
-        one_line_failure(out, damaged.name)
+        if source is torchscript and importlib.util.find_spec("torch") is None:
+            one_line_failure(out, "needs PyTorch")  # no torch on this Python (3.13 here): the loader says so first
+        else:
+            one_line_failure(out, damaged.name)
         assert not out_file.exists(), source
 
 
