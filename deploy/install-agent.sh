@@ -128,7 +128,7 @@ if [[ -n "${PIP_NO_INDEX:-}" ]]; then
   echo "==> package index: PIP_NO_INDEX is set, pip installs from its --find-links only"
 else
   # the index pip will use: PIP_INDEX_URL, else index-url from pip's own config files (a board pointed at a
-  # mirror by /etc/pip.conf), read in pip's order, later files and [install] over [global]; else PyPI
+  # mirror by /etc/pip.conf), merged as pip merges them (later files over earlier, [install] over [global]); else PyPI
   if [[ -n "${PIP_INDEX_URL:-}" ]]; then
     INDEX="$PIP_INDEX_URL" FROM=""
   else
@@ -138,16 +138,17 @@ home, xdg = os.path.expanduser("~"), os.environ.get("XDG_CONFIG_HOME") or os.pat
 dirs = (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
 files = [os.path.join(d, "pip", "pip.conf") for d in dirs] + ["/etc/pip.conf", os.path.join(home, ".pip", "pip.conf"),
          os.path.join(xdg, "pip", "pip.conf"), os.environ.get("PIP_CONFIG_FILE", "")]
-index, origin = "https://pypi.org/simple", ""
+parsed = []
 for path in files:
-    if not path or path == os.devnull:
-        continue
     parser = configparser.RawConfigParser()
     try:
-        parser.read(path)
+        if path and path != os.devnull and parser.read(path):
+            parsed.append((path, parser))
     except configparser.Error:
-        continue  # pip itself says what is wrong with it
-    for section in ("global", "install"):
+        pass  # pip itself says what is wrong with it
+index, origin = "https://pypi.org/simple", ""
+for section in ("global", "install"):  # as pip merges: [global] of every file, then [install] of every file
+    for path, parser in parsed:
         for key in ("index-url", "index_url"):
             if parser.has_option(section, key) and parser.get(section, key).strip():
                 index, origin = parser.get(section, key).split()[0], path
