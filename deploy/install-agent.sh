@@ -32,7 +32,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SPEC=""
 TOKEN=0
 TLS_CERT="" TLS_KEY="" TLS_CLIENT_CA="" FARM_KEY=""
-DEST="" SYSTEMD=1 PYTHON="${PYTHON:-python3}" OWNER=rkfarm GROUP=rkfarm UNINSTALL=0
+# PYTHON is set by --python only: a PYTHON left in the environment (make exports its PYTHON=... to every
+# command it runs) must not pick the board's interpreter behind the user's back.
+DEST="" SYSTEMD=1 PYTHON=python3 OWNER=rkfarm GROUP=rkfarm UNINSTALL=0
 
 fail() { echo "install-agent.sh: $*" >&2; exit 1; }
 

@@ -65,8 +65,9 @@ def test_python_older_than_3_10_is_refused_in_one_line(tmp_path: Path) -> None:
     fake.write_text('#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Python 3.9.18"; else echo 3.9; fi\n')
     fake.chmod(0o755)
     prefix = tmp_path / "prefix"
+    # a PYTHON in the environment (as `make test PYTHON=python3.13` leaves there) does not override python3
     proc = _run(INSTALL, "--wheel", str(_fake_wheel(tmp_path)), "--prefix", str(prefix), "--no-systemd",
-                env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})  # fmt: skip
+                env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable})  # fmt: skip
     assert proc.returncode == 1
     line = _one_line(proc.stderr)
     assert line.startswith("install-agent.sh: needs Python >= 3.10; python3 (") and f"{fake}) is 3.9" in line
@@ -138,7 +139,7 @@ def test_offline_board_without_venv_fails_in_one_line(tmp_path: Path) -> None:
     for tool in ("python3", "apt-get"):
         (bin_dir / tool).chmod(0o755)
     proc = _run(INSTALL, "--wheel", str(_fake_wheel(tmp_path)), "--no-systemd",
-                env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})  # fmt: skip
+                env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable})  # fmt: skip
     assert proc.returncode == 1
     line = _one_line(proc.stderr)
     assert line.startswith("install-agent.sh: apt-get could not install python3 python3-venv (log: ")
