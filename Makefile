@@ -46,6 +46,7 @@ test: $(TEST_STAMP) lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check proto agent host tests benchmarks tools
+	$(BIN)/ruff format --check proto agent host tests benchmarks tools
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -37,9 +37,7 @@ def tiny_onnx(path: Path, dynamic_hw: bool = True) -> Path:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, module: str = "rkfarm.cli") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, env=env
-    )
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def one_line_failure(out: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -17,9 +17,7 @@ from rkfarm_agent import cli as agent_cli
 
 
 def run(*args: str, env: dict[str, str] | None = None, module: str = "rkfarm.cli") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120, env=env
-    )
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_every_command_has_examples_and_every_option_help() -> None:
@@ -139,8 +137,11 @@ def test_agent_serve_help_lists_environment_variables() -> None:
     assert out.returncode == 0
     assert "environment variables" in out.stdout
     serve = subparsers(agent_cli.build_parser())["serve"]
-    options = [next(s for s in a.option_strings if s.startswith("--")) for a in serve._actions
-               if any(s.startswith("--") for s in a.option_strings) and a.dest not in ("help", "verbose", "port_file")]
+    options = [
+        next(s for s in a.option_strings if s.startswith("--"))
+        for a in serve._actions
+        if any(s.startswith("--") for s in a.option_strings) and a.dest not in ("help", "verbose", "port_file")
+    ]
     for option in options:
         assert agent_cli.env_variable(option) in out.stdout, option
     # the listed variables are the ones read: a few set in the environment change the defaults
@@ -156,9 +157,7 @@ def test_agent_serve_help_lists_environment_variables() -> None:
 
 
 def test_agent_info_json_ends_with_a_newline() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "rkfarm_agent.cli", "info", "--json"], capture_output=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-m", "rkfarm_agent.cli", "info", "--json"], capture_output=True, timeout=120)
     assert out.returncode == 0 and out.stdout.endswith(b"}\n")
 
 

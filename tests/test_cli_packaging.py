@@ -34,8 +34,16 @@ def test_sdist_has_tests_data_and_deploy(dists: tuple[Path, Path, str]) -> None:
     sdist, _, log = dists
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    needed = ["LICENSE", "Makefile", "tests/conftest.py", "tests/agent_fixtures.py", "tests/data/vendor_script.py",
-              "deploy/install-agent.sh", "deploy/rkfarm-agent.service", "proto/rkfarm_proto/v1/agent.proto"]
+    needed = [
+        "LICENSE",
+        "Makefile",
+        "tests/conftest.py",
+        "tests/agent_fixtures.py",
+        "tests/data/vendor_script.py",
+        "deploy/install-agent.sh",
+        "deploy/rkfarm-agent.service",
+        "proto/rkfarm_proto/v1/agent.proto",
+    ]
     missing = [n for n in needed if n not in names]
     assert not missing, missing
     deprecated = [ln for ln in log.splitlines() if "licen" in ln.lower() and "deprecat" in ln.lower()]

@@ -166,7 +166,7 @@ def test_a_model_with_custom_ops_quantizes_and_is_analysed(model: Path, tmp_path
         assert {"p", "q"} & names or "dual" in " ".join(names), names
 
 
-MODULE = '''
+MODULE = """
 import numpy as np
 from rkfarm_agent.backends.onnxruntime.custom_ops import get_node_attr
 
@@ -180,7 +180,7 @@ class cstDualResidual:
         x, y = inputs
         alpha = get_node_attr(node, "alpha")
         return [x * alpha - y, y * alpha - x]
-'''
+"""
 
 
 @pytest.mark.slow
@@ -238,14 +238,16 @@ def test_an_agent_runs_custom_ops_only_from_its_installed_modules(
     # RKNNLite on a board with only the agent installed (no onnx package): the same module, the same outputs
     script = tmp_path / "board.py"
     np.save(tmp_path / "image.npy", image)
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import numpy as np
         from rkfarm_agent.lite import RKNNLite
         lite = RKNNLite(custom_ops=["board_ops"])
         assert lite.load_rknn({str(exported)!r}) == 0
         assert lite.init_runtime() == 0
         np.save({str(tmp_path / "lite.npy")!r}, lite.inference(inputs=[np.load({str(tmp_path / "image.npy")!r})])[0])
-    """))
+    """)
+    )
     board = run_agent_only(script)
     assert board.returncode == 0, board.stderr
     np.testing.assert_allclose(np.load(tmp_path / "lite.npy"), want, rtol=1e-6, atol=1e-6)

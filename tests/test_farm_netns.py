@@ -104,9 +104,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 class Driver:
     """This file run as a script in the host namespace (or a slot's): JSON lines out, read with a timeout."""
 
-    def __init__(
-        self, farm: Any, scenario: str, args: dict[str, Any], slot: int | None = None, **env: str
-    ) -> None:
+    def __init__(self, farm: Any, scenario: str, args: dict[str, Any], slot: int | None = None, **env: str) -> None:
         self.proc = farm.popen_host([sys.executable, __file__, scenario, json.dumps(args)], slot=slot, **env)
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.seen: list[dict[str, Any]] = []

@@ -458,8 +458,19 @@ class BoardAgent:
         env.update({"HOME": "/var/lib/rkfarm-agent", "PYTHONUNBUFFERED": "1"})
         if not native():
             env["PYTHONPATH"] = QEMU_SHIM_DIR
-        argv = ["/opt/rkfarm/venv/bin/rkfarm-agent", "serve", "--host", self.netns.ns_ip, "--port", str(self.port),
-                "--mdns-interface", self.netns.ns_ip, "--port-file", "/var/lib/rkfarm-agent/port", *self.extra]
+        argv = [
+            "/opt/rkfarm/venv/bin/rkfarm-agent",
+            "serve",
+            "--host",
+            self.netns.ns_ip,
+            "--port",
+            str(self.port),
+            "--mdns-interface",
+            self.netns.ns_ip,
+            "--port-file",
+            "/var/lib/rkfarm-agent/port",
+            *self.extra,
+        ]
         started = time.perf_counter()
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(self.chroot.command(argv, env, user="rkfarm", netns=self.netns.name),

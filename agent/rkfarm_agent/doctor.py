@@ -27,9 +27,7 @@ LIBRKNNRT_FIX = (
     "copy librknnrt.so for this architecture from Rockchip's rknn-toolkit2 release "
     "(rknpu2/runtime/Linux/librknn_api/aarch64/) to /usr/lib and run ldconfig, or set RKFARM_RKNNRT_LIB=/path"
 )
-KERNEL_FIX = (
-    "boot the board vendor's (BSP) kernel, which has Rockchip's rknpu driver; a mainline kernel lacks it"
-)
+KERNEL_FIX = "boot the board vendor's (BSP) kernel, which has Rockchip's rknpu driver; a mainline kernel lacks it"
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,6 @@ class InputAdapter:
             f"{shape_str(plan.shape)} with data_format='nchw', got {shape_str(arr.shape)}"
         )
 
-
     @staticmethod
     def _to_nhwc(plan: _InputPlan, arr: Array, fmt: object) -> Array:
         """An NHWC payload takes NHWC arrays as they are; ``data_format='nchw'`` arrays are transposed to it."""

@@ -55,7 +55,6 @@ PID = 1
 TID_TIMED, TID_PROFILED, TID_LAYERS = 1, 2, 3
 
 
-
 def op_ranking(layers: Sequence[LayerTiming]) -> list[tuple[str, int, float]]:
     """(op type, calls, total µs) per op type, the most time first: the vendor's ranking table's rows."""
     calls: dict[str, int] = defaultdict(int)
@@ -64,6 +63,7 @@ def op_ranking(layers: Sequence[LayerTiming]) -> list[tuple[str, int, float]]:
         calls[layer.op_type] += 1
         times[layer.op_type] += layer.time_us
     return [(op, calls[op], times[op]) for op in sorted(times, key=times.__getitem__, reverse=True)]
+
 
 def op_colours(layers: Sequence[LayerTiming]) -> dict[str, str]:
     """A colour per op type: the palette for the op types that take the most time, grey for the rest."""

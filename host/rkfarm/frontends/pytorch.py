@@ -48,9 +48,7 @@ def load_pytorch(model: str | os.PathLike[str], input_size_list: Sequence[Sequen
         raise ModelLoadError(f"{path}: not a TorchScript model torch.jit.load can read: {first}") from None
     takes = _input_count(module)
     if takes is not None and takes != len(shapes):
-        raise ModelLoadError(
-            f"{path}: input_size_list has {len(shapes)} shape(s) but the model takes {takes} input(s)"
-        )
+        raise ModelLoadError(f"{path}: input_size_list has {len(shapes)} shape(s) but the model takes {takes} input(s)")
     examples = tuple(torch.zeros(shape) for shape in shapes)
     import onnx
 

@@ -341,7 +341,8 @@ def prepare_fake_quant(graph_def: Any) -> list[_Grid]:
         narrow = node.attr["narrow_range"].b if "narrow_range" in node.attr else False
         if node.op == "FakeQuantWithMinMaxArgs":
             ranges: list[npt.NDArray[Any] | None] = [
-                np.asarray(node.attr["min"].f, np.float32), np.asarray(node.attr["max"].f, np.float32)
+                np.asarray(node.attr["min"].f, np.float32),
+                np.asarray(node.attr["max"].f, np.float32),
             ]
         else:
             ranges = [values.get(i) for i in node.input[1:3]]

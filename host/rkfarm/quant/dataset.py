@@ -213,9 +213,7 @@ class CalibrationDataset:
         """Run a zero-stride array of ``shape`` through the adapter; the other inputs get placeholders."""
         arrays: list[Array] = [np.zeros([max(1, d) for d in s.tensor.shape], np.float32) for s in self._specs]
         arrays[index] = np.broadcast_to(np.zeros((), dtype), shape)
-        formats: list[str | None] = [
-            "nchw" if s.tensor.layout == common_pb2.LAYOUT_NCHW else None for s in self._specs
-        ]
+        formats: list[str | None] = ["nchw" if s.tensor.layout == common_pb2.LAYOUT_NCHW else None for s in self._specs]
         formats[index] = _npy_format(self._specs[index], shape)
         self._adapter(arrays, formats)
 

@@ -79,9 +79,7 @@ def agent_address(entry: str, where: str) -> str:
 
 def inventory_addresses(path: Path | None = None) -> list[str]:
     """host:port entries from RKFARM_AGENTS and the inventory file (no port: the default one)."""
-    entries = [
-        agent_address(a, "RKFARM_AGENTS") for a in os.environ.get("RKFARM_AGENTS", "").split(",") if a.strip()
-    ]
+    entries = [agent_address(a, "RKFARM_AGENTS") for a in os.environ.get("RKFARM_AGENTS", "").split(",") if a.strip()]
     file = path or Path(os.environ.get("RKFARM_INVENTORY", str(DEFAULT_INVENTORY)))
     try:
         for number, line in enumerate(file.read_text().splitlines(), start=1):
