@@ -187,7 +187,8 @@ def _candidates(first: int, last: int, dense_at_first: bool = False) -> IntArray
         return np.arange(first, last + 1, dtype=np.int64)
     step = (last - first) * np.sqrt(np.linspace(0.0, 1.0, CANDIDATES))
     edges = last - step if dense_at_first else first + step
-    return np.unique(np.round(edges).astype(np.int64))
+    unique: IntArray = np.unique(np.round(edges).astype(np.int64))
+    return unique
 
 
 class EntropyCalibrator(_SearchCalibrator):

@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper
 
@@ -103,7 +105,7 @@ def parameter_table(
     return table
 
 
-def _fit_bias(params: QuantParams, bias: np.ndarray, act: QuantParams, use: WeightUse) -> QuantParams:
+def _fit_bias(params: QuantParams, bias: npt.NDArray[Any], act: QuantParams, use: WeightUse) -> QuantParams:
     """Widen weight scales where a bias would overflow int32 at s_in * s_w (near-zero weight channels)."""
     needed = np.abs(bias.astype(np.float64)) / (float(act.scale[0]) * INT32_MAX) * 127
     absmax = params.scale.astype(np.float64) * 127
@@ -127,7 +129,7 @@ class _Names:
         return name
 
 
-def _stored_zero_point(params: QuantParams) -> np.ndarray:
+def _stored_zero_point(params: QuantParams) -> npt.NDArray[np.integer[Any]]:
     """The zero point as the payload stores it: activations as uint8 (see the module docstring)."""
     if params.dtype == "int32":
         return params.zero_point.astype(np.int32)

@@ -125,7 +125,7 @@ def flat_beyond(
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return lo, hi
     constants = _scalar_constants(model) if constants is None else constants
-    grid = np.linspace(lo, hi, GRID)
+    grid: Values = np.linspace(lo, hi, GRID, dtype=np.float64)
     values: dict[str, Values] = {root: grid}
     for index in nodes:
         node = model.graph.node[index]
