@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from onnx_models import make_model
 
 from rkfarm_agent.backends import BACKENDS, backend_versions
 from rkfarm_agent.backends.onnxruntime import OnnxRuntimeBackend, open_session
@@ -21,7 +22,7 @@ def two_input_model() -> tuple[package_pb2.PackageHeader, bytes]:
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add", [a, b], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     model.ir_version = 8
     onnx.checker.check_model(model)
     header = package_pb2.PackageHeader(payload_kind=package_pb2.PAYLOAD_KIND_ONNX)

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from PIL import Image
 
 from rkfarm import RKNN
@@ -49,7 +50,7 @@ def classifier(path: Path) -> Path:
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 10])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
@@ -62,7 +63,7 @@ def tiny(path: Path, nodes: list[onnx.NodeProto], in_shape: list[int], out_shape
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.save(model, path)
     return path
 

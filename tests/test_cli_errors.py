@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 
 from rkfarm import RKNN
 from rkfarm.errors import ConfigError
@@ -30,7 +31,7 @@ def tiny_onnx(path: Path, dynamic_hw: bool = True) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, *hw])],
         [weight],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test")
+    model = make_model(graph, 17, producer_name="test")
     model.ir_version = 8  # what every ONNX Runtime rkfarm installs with loads (Python 3.10's too)
     onnx.save(model, path)
     return path

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from agent_fixtures import AgentProcess
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import cosine, write_dataset
 from test_lite import run_agent_only
 
@@ -65,7 +66,7 @@ def _model(path: Path) -> Path:
         nodes, "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)], [numpy_helper.from_array(W, "w")],
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.save(model, str(path))  # as the vendor's example writes it: the cst node in the default domain
     return path
 

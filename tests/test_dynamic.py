@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from PIL import Image
 
 from rkfarm import RKNN
@@ -65,7 +66,7 @@ def conv_net(path: Path, height: str | int = "h", width: str | int = "w", reshap
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256] if reshape else [1, 4, "oh", "ow"])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path

@@ -46,6 +46,7 @@ def base_agents() -> list[tuple[int, str, str, list[str]]]:
 def conv_onnx(path: Path, channels: int, size: int, layers: int = 1) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+    from onnx_models import make_model
 
     rng = np.random.default_rng(channels * 31 + size)
     nodes, inits, current, c_in = [], [], "x", 3
@@ -59,7 +60,7 @@ def conv_onnx(path: Path, channels: int, size: int, layers: int = 1) -> Path:
         nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])], inits,
     )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(make_model(graph, 17), path)
     return path
 
 

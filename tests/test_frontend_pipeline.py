@@ -19,6 +19,7 @@ import onnx
 import pytest
 from agent_fixtures import AgentProcess
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import cosine, write_dataset
 
 from rkfarm import RKNN
@@ -59,7 +60,7 @@ def _onnx_source(folder: Path) -> Source:
         [numpy_helper.from_array(v, k) for k, v in w.items()],
     )  # fmt: skip
     path = folder / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(make_model(graph, 17), str(path))
     return Source("onnx", lambda r: r.load_onnx(str(path)))
 
 

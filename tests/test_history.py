@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 
 from rkfarm import RKNN
 from rkfarm.cli import main
@@ -54,7 +55,7 @@ def convnet(path: Path, channels: int, depth: int, size: int = 64) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 1, 1])], inits,
     )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(make_model(graph, 17), path)
     return path
 
 

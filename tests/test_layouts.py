@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import write_dataset
 
 from rkfarm import RKNN, graph
@@ -39,7 +40,7 @@ def nhwc_model(path: Path) -> Path:
         nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, H, W, C])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1])], [weight, bias],
     )  # fmt: skip
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(g, 17)
     graph.mark_nhwc(model)
     onnx.save(model, str(path))
     return path

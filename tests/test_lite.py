@@ -22,6 +22,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import write_dataset
 from test_rknnrt import C, H, W, expected, fake_lib, fake_rknn
 
@@ -74,7 +75,7 @@ def conv_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, *SIZE]),
          helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 4, 1, 1])], inits,
     )  # fmt: skip
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(make_model(g, 17), str(path))
     return path
 
 

@@ -27,6 +27,7 @@ import psutil
 import pytest
 from agent_fixtures import AgentProcess
 from onnx import TensorProto, helper
+from onnx_models import make_model
 
 from rkfarm import RKNN
 from rkfarm.errors import RemoteError
@@ -65,7 +66,7 @@ def neg_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, NEG_ELEMENTS])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, NEG_ELEMENTS])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), out / "neg.onnx")
+    onnx.save(make_model(graph, 13), out / "neg.onnx")
     with RKNN(raise_errors=True) as rknn:
         rknn.config(float_dtype="float32")
         rknn.load_onnx(str(out / "neg.onnx"))

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from PIL import Image
 
 from rkfarm.config import RknnConfig
@@ -30,7 +31,7 @@ rng = np.random.default_rng(0)
 
 
 def save(path: Path, graph: onnx.GraphProto) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = make_model(graph, 13)
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 
 from conftest import cosine
 from rkfarm import RKNN, graph
@@ -102,7 +103,7 @@ def qdq_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
         inits,
     )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(g, 17)
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

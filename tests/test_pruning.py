@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 
 from rkfarm import RKNN, graph
 from rkfarm.frontends.onnx import load_onnx
@@ -56,7 +57,7 @@ class Net:
             [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
             self.inits,
         )
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m = make_model(g, 17)
         m.ir_version = 8
         m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
         onnx.checker.check_model(m, full_check=True)

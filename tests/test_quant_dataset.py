@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from PIL import Image
 
 from conftest import CLS_MEAN, CLS_SIZE, CLS_STD
@@ -126,7 +127,7 @@ def _two_input_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
         [weight, bias],
     )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(make_model(g, 13), str(path))
     return path
 
 
@@ -217,7 +218,7 @@ def test_npy_samples_are_read_in_the_models_layout(tmp_path: Path) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3])],
         [weight],
     )
-    specs = input_specs(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), RknnConfig())
+    specs = input_specs(make_model(g, 13), RknnConfig())
     cube = np.arange(27, dtype=np.float32).reshape(1, 3, 3, 3)
     np.save(tmp_path / "batched.npy", cube)
     np.save(tmp_path / "plain.npy", cube[0])
@@ -246,7 +247,7 @@ def _cache_model(path: Path) -> Path:
         ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 1, 2])],
     )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(make_model(g, 13), str(path))
     return path
 
 

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import cosine, write_dataset
 
 from conftest import CLS_MEAN, CLS_SIZE, CLS_STD, preprocess_cls
@@ -62,7 +63,7 @@ def _region_model(kind: str) -> onnx.ModelProto:
         nodes, kind, [helper.make_tensor_value_info("x", F, [1, 2, 4, 4])],
         [helper.make_tensor_value_info("y", F, [1, 2, 4, 4])], inits,
     )  # fmt: skip
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return make_model(graph, 17)
 
 
 def _flat(kind: str, lo: float, hi: float, tolerance: float = 0.0) -> tuple[float, float]:
@@ -116,7 +117,7 @@ def _conv_hardswish_model(path: Path) -> Path:
         nodes, "conv_hardswish", [helper.make_tensor_value_info("x", F, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", F, [1, 4, 16, 16])], inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -168,7 +169,7 @@ def _gemm_softmax_model(path: Path) -> Path:
         nodes, "head", [helper.make_tensor_value_info("x", F, [1, 16])],
         [helper.make_tensor_value_info("p", F, [1, 10])], [numpy_helper.from_array(w, "w")],
     )  # fmt: skip
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(make_model(graph, 17), str(path))
     return path
 
 

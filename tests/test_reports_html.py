@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 from quant_fixtures import write_dataset
 
 import rkfarm.targets
@@ -83,7 +84,7 @@ def _tiny_cnn(path: Path) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model(graph, 17)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path

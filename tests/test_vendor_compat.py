@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_models import make_model
 from PIL import Image
 from vendor_fixtures import SIZE, example_folder, images
 
@@ -266,7 +267,7 @@ def _concat_block(path: Path) -> None:
     ]
     out = helper.make_tensor_value_info("k_cache", TensorProto.FLOAT, [4, 16, 48, 1])
     graph = helper.make_graph(nodes, "concat_block", ins, [out])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(make_model(graph, 13), str(path))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import make_model
 
 SIZE = 16
 
@@ -54,7 +55,7 @@ def small_classifier(path: Path, dead_channel: bool = False) -> Path:
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 5])],
         inits,
     )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(make_model(g, 13), str(path))
     return path
 
 

@@ -123,6 +123,7 @@ def package_model(
     shape sets, batch size) + ONNX bytes."""
     model = graph.infer_shapes(model)
     graph.name_nodes(model)
+    graph.fit_ir_version(model)  # a board's older ONNX Runtime loads it if it has the ops
     planned = model
     if cfg.dynamic_input is not None:
         from rkfarm.dynamic import fixed_to, largest

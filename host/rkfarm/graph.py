@@ -71,6 +71,47 @@ def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
+# The IR version that first allowed each element type newer than the classic ones (FLOAT8*: 9, [U]INT4: 10,
+# FLOAT4E2M1: 11); a type past these leaves a model's IR version as it is.
+_TYPE_IR = {17: 9, 18: 9, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
+
+
+def _elem_types(g: onnx.GraphProto) -> set[int]:
+    """Every element type the graph and its subgraphs declare or make: values, initializers, constants, and the
+    targets of Cast ("to") and of the ops that take a "dtype"."""
+    types = {v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
+    types |= {t.data_type for t in g.initializer}
+    for attr in (a for node in g.node for a in node.attribute):
+        if attr.type == onnx.AttributeProto.INT and attr.name in ("to", "dtype"):
+            types.add(attr.i)
+        elif attr.type == onnx.AttributeProto.TENSOR:
+            types.add(attr.t.data_type)
+        elif attr.type == onnx.AttributeProto.GRAPH:
+            types |= _elem_types(attr.g)
+        for sub in attr.graphs:
+            types |= _elem_types(sub)
+    return types
+
+
+def fit_ir_version(model: onnx.ModelProto) -> None:
+    """Set, in place, the lowest IR version valid for the model's opsets and element types, so that the oldest
+    ONNX Runtime able to run its ops loads it (a new onnx writes IR 14 by default; ONNX Runtime 1.23, the newest
+    for Python 3.10, reads up to 11). Only the version number changes, never the graph. The floor is IR 4 (below
+    it every initializer must also be a graph input) unless the model is older already; local functions keep IR
+    10 (their overloads came with it); an element type newer than those in _TYPE_IR leaves the model as it is."""
+    types = _elem_types(model.graph)
+    if any(t > max(_TYPE_IR) for t in types):
+        return
+    needed = [helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True), min(model.ir_version, 4)]
+    needed += [_TYPE_IR[t] for t in types if t in _TYPE_IR]
+    if len(model.functions):
+        needed.append(10)
+    if max(needed) != model.ir_version:
+        log.debug("IR version %d -> %d (the lowest for opsets %s)", model.ir_version, max(needed),
+                  {o.domain or "ai.onnx": o.version for o in model.opset_import})  # fmt: skip
+        model.ir_version = max(needed)
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Re-run shape inference from scratch: drop stale intermediate shapes and unfix output dims first."""
     m = onnx.ModelProto()

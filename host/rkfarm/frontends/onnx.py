@@ -102,6 +102,7 @@ def load_onnx(
         graph.freeze_inputs(proto, input_initial_val)
     graph.fix_dynamic_dims(proto)
     proto = graph.infer_shapes(proto)
+    graph.fit_ir_version(proto)  # runs on the oldest ONNX Runtime that has its ops
     for out in proto.graph.output:
         if not out.type.tensor_type.elem_type:
             raise ModelLoadError(f"output {out.name!r}: type unknown after shape inference")
