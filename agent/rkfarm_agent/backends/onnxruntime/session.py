@@ -8,13 +8,18 @@ package built with ``single_core_mode=True`` runs on one core: one thread.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import re
 from typing import Any
 
 from rkfarm_agent.backends.onnxruntime import custom_ops
 from rkfarm_agent.errors import BackendError
 from rkfarm_proto.platforms import NPU_CORE_0, NPU_CORE_ALL, NPU_CORE_AUTO, cores_in_mask
 from rkfarm_proto.v1 import package_pb2
+
+log = logging.getLogger(__name__)
 
 # How a session's idle worker threads wait between runs.
 SPIN = "spin"  # ONNX Runtime's default: fastest for back-to-back runs in one process (the simulator)
@@ -89,7 +94,7 @@ def open_session(
         model = custom_ops.bind(model)
         so.register_custom_ops_library(custom_ops.library_path())
     try:
-        session = _session(ort, model, so)
+        session = _session(ort, model, so, disabled_optimizers(ort.__version__, model))
     except Exception as exc:  # onnxruntime raises its own exception types from C++
         raise BackendError(f"ONNX Runtime cannot load the model: {first_line(exc)}") from None
     return custom_ops.CheckedSession(session) if custom else session
@@ -101,13 +106,48 @@ def open_session(
 NHWC_PASS = "NhwcTransformer"
 
 
-def _session(ort: Any, model: bytes, so: Any) -> Any:
+# ONNX Runtime before 1.25.1 computes some int8 graphs differently from run to run, with one thread or several,
+# once it has fused their QuantizeLinear/DequantizeLinear pairs into its QLinear kernels: on rkfarm's int8 YOLOv8n,
+# 1.23.2 (the newest for Python 3.10) and 1.24.4 changed class scores by up to 0.16 between runs of one input;
+# 1.25.1 and later, and 1.23.2 without those fusions, gave the same bits every run (docs/DESIGN-NOTES.md). There
+# the fusions are off: the graph runs as its Q/DQ pairs around float kernels, slower but repeatable.
+QDQ_FUSION_PASS = "QDQSelectorActionTransformer"
+QDQ_FUSIONS_SOUND_FROM = (1, 25, 1)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as '1.23.2' or '1.26.0.dev20260101+cpu'."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(part or 0) for part in match.groups()) if match else (0, 0, 0)
+
+
+def disabled_optimizers(ort_version: str, model: bytes) -> list[str]:
+    """The ONNX Runtime graph passes a session turns off for ``model`` (serialized) on that ONNX Runtime."""
+    quantized = b"QuantizeLinear" in model or b"DequantizeLinear" in model  # op types are stored as plain strings
+    if quantized and _version(ort_version) < QDQ_FUSIONS_SOUND_FROM:
+        _warn_unfused(ort_version)
+        return [QDQ_FUSION_PASS]
+    return []
+
+
+@functools.cache
+def _warn_unfused(ort_version: str) -> None:
+    log.warning(
+        "ONNX Runtime %s gives run-to-run different results for fused int8 graphs: running them unfused (slower); "
+        "onnxruntime >= 1.25.1 (Python >= 3.11) runs them fused",
+        ort_version,
+    )
+
+
+def _session(ort: Any, model: bytes, so: Any, disabled: list[str]) -> Any:
     try:
-        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     except Exception as exc:
         if "com.ms.internal.nhwc" not in str(exc):
             raise
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=[NHWC_PASS])
+    return ort.InferenceSession(
+        model, so, providers=["CPUExecutionProvider"], disabled_optimizers=[*disabled, NHWC_PASS]
+    )
 
 
 def first_line(exc: BaseException) -> str:
