@@ -102,3 +102,14 @@ def test_int8_graphs_run_unfused_on_an_onnxruntime_whose_fused_kernels_vary() ->
     unfused = ort.InferenceSession(int8, providers=["CPUExecutionProvider"], disabled_optimizers=[QDQ_FUSION_PASS])
     np.testing.assert_allclose(unfused.run(None, {"x": x})[0], want, atol=1e-6)
     np.testing.assert_allclose(open_session(int8).run(None, {"x": x})[0], want, atol=1e-6)
+
+
+def test_doctor_says_when_int8_packages_run_unfused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from rkfarm_agent.doctor import cpu_check
+
+    monkeypatch.setattr(ort, "__version__", "1.25.1")
+    assert cpu_check().status == "ok" and "unfused" not in cpu_check().detail
+    monkeypatch.setattr(ort, "__version__", "1.23.2")
+    assert cpu_check().status == "ok" and "int8 ones unfused (slower)" in cpu_check().detail

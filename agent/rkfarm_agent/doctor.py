@@ -131,7 +131,15 @@ def cpu_check() -> Check:
 
     backend = BACKENDS["onnxruntime"]
     if backend.available():
-        return Check("cpu backend", OK, f"{backend.version() or 'onnxruntime'}: rkfarm packages run on the CPU")
+        import onnxruntime
+
+        from rkfarm_agent.backends.onnxruntime.session import QDQ_FUSIONS_SOUND_FROM, version_tuple
+
+        detail = f"{backend.version() or 'onnxruntime'}: rkfarm packages run on the CPU"
+        if version_tuple(onnxruntime.__version__) < QDQ_FUSIONS_SOUND_FROM:
+            sound = ".".join(map(str, QDQ_FUSIONS_SOUND_FROM))
+            detail += f"; int8 ones unfused (slower), as its fused int8 kernels vary run to run (fixed in {sound})"
+        return Check("cpu backend", OK, detail)
     return Check("cpu backend", MISSING, "onnxruntime does not import", "reinstall the agent (install-agent.sh)")
 
 

@@ -115,7 +115,7 @@ QDQ_FUSION_PASS = "QDQSelectorActionTransformer"
 QDQ_FUSIONS_SOUND_FROM = (1, 25, 1)
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
     """(major, minor, patch) of a version string such as '1.23.2' or '1.26.0.dev20260101+cpu'."""
     match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     return tuple(int(part or 0) for part in match.groups()) if match else (0, 0, 0)
@@ -124,7 +124,7 @@ def _version(text: str) -> tuple[int, ...]:
 def disabled_optimizers(ort_version: str, model: bytes) -> list[str]:
     """The ONNX Runtime graph passes a session turns off for ``model`` (serialized) on that ONNX Runtime."""
     quantized = b"QuantizeLinear" in model or b"DequantizeLinear" in model  # op types are stored as plain strings
-    if quantized and _version(ort_version) < QDQ_FUSIONS_SOUND_FROM:
+    if quantized and version_tuple(ort_version) < QDQ_FUSIONS_SOUND_FROM:
         _warn_unfused(ort_version)
         return [QDQ_FUSION_PASS]
     return []
