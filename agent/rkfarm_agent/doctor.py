@@ -133,10 +133,10 @@ def cpu_check() -> Check:
     if backend.available():
         import onnxruntime
 
-        from rkfarm_agent.backends.onnxruntime.session import QDQ_FUSIONS_SOUND_FROM, version_tuple
+        from rkfarm_agent.backends.onnxruntime.session import QDQ_FUSIONS_SOUND_FROM, int8_runs_unfused
 
         detail = f"{backend.version() or 'onnxruntime'}: rkfarm packages run on the CPU"
-        if version_tuple(onnxruntime.__version__) < QDQ_FUSIONS_SOUND_FROM:
+        if int8_runs_unfused(onnxruntime.__version__):
             sound = ".".join(map(str, QDQ_FUSIONS_SOUND_FROM))
             detail += f"; int8 ones unfused (slower), as its fused int8 kernels vary run to run (fixed in {sound})"
         return Check("cpu backend", OK, detail)

@@ -106,10 +106,11 @@ def fit_ir_version(model: onnx.ModelProto) -> None:
     needed += [_TYPE_IR[t] for t in types if t in _TYPE_IR]
     if len(model.functions):
         needed.append(10)
-    if max(needed) != model.ir_version:
-        log.debug("IR version %d -> %d (the lowest for opsets %s)", model.ir_version, max(needed),
+    lowest = max(needed)
+    if lowest != model.ir_version:
+        log.debug("IR version %d -> %d (the lowest for opsets %s)", model.ir_version, lowest,
                   {o.domain or "ai.onnx": o.version for o in model.opset_import})  # fmt: skip
-        model.ir_version = max(needed)
+        model.ir_version = lowest
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -121,10 +121,15 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part or 0) for part in match.groups()) if match else (0, 0, 0)
 
 
+def int8_runs_unfused(ort_version: str) -> bool:
+    """Whether sessions on that ONNX Runtime run int8 graphs without the QDQ fusions (see QDQ_FUSION_PASS)."""
+    return version_tuple(ort_version) < QDQ_FUSIONS_SOUND_FROM
+
+
 def disabled_optimizers(ort_version: str, model: bytes) -> list[str]:
     """The ONNX Runtime graph passes a session turns off for ``model`` (serialized) on that ONNX Runtime."""
     quantized = b"QuantizeLinear" in model or b"DequantizeLinear" in model  # op types are stored as plain strings
-    if quantized and version_tuple(ort_version) < QDQ_FUSIONS_SOUND_FROM:
+    if quantized and int8_runs_unfused(ort_version):
         _warn_unfused(ort_version)
         return [QDQ_FUSION_PASS]
     return []
@@ -134,8 +139,9 @@ def disabled_optimizers(ort_version: str, model: bytes) -> list[str]:
 def _warn_unfused(ort_version: str) -> None:
     log.warning(
         "ONNX Runtime %s gives run-to-run different results for fused int8 graphs: running them unfused (slower); "
-        "onnxruntime >= 1.25.1 (Python >= 3.11) runs them fused",
+        "onnxruntime >= %s (Python >= 3.11) runs them fused",
         ort_version,
+        ".".join(map(str, QDQ_FUSIONS_SOUND_FROM)),
     )
 
 
